@@ -1,0 +1,2 @@
+#![no_std]
+//! Marker library so cargo tracks the eBPF crate as a build dependency of the agent.
