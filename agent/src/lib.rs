@@ -5,6 +5,7 @@
 //! (the CLI's client side). `model` holds the span types they share.
 
 pub mod api;
+pub mod ebpf;
 pub mod model;
 pub mod oci;
 pub mod store;

@@ -1,0 +1,250 @@
+//! Owned, validated forms of the ring-buffer records defined in `nodetrace-common`.
+
+use nodetrace_common::{
+    ARGV_MAX_ARGS, EXEC_FLAG_ARGV_TRUNCATED, EventHeader, EventKind, ExecEvent, ExecRole,
+    ExitEvent, TrackedKind,
+};
+
+use super::EbpfError;
+
+/// A process the kernel side follows called execve.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecRecord {
+    pub tgid: u32,
+    pub ppid: u32,
+    pub role: ExecRole,
+    pub cgroup_id: u64,
+    pub ktime_ns: u64,
+    /// The path given to execve.
+    pub filename: String,
+    /// At most `ARGV_MAX_ARGS` arguments.
+    pub argv: Vec<String>,
+    /// Arguments were cut, by the kernel's byte bound or the argument-count bound.
+    pub argv_truncated: bool,
+}
+
+/// A followed process exited.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExitRecord {
+    pub tgid: u32,
+    pub ktime_ns: u64,
+    /// Exit status (0-255) when the process exited normally.
+    pub exit_status: Option<i32>,
+    /// Signal number when a signal ended the process.
+    pub signal: Option<i32>,
+    pub tracked: TrackedKind,
+}
+
+/// One decoded ring-buffer record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KernelEvent {
+    Exec(ExecRecord),
+    Exit(ExitRecord),
+}
+
+impl KernelEvent {
+    pub fn tgid(&self) -> u32 {
+        match self {
+            Self::Exec(e) => e.tgid,
+            Self::Exit(e) => e.tgid,
+        }
+    }
+}
+
+fn bad(reason: impl Into<String>) -> EbpfError {
+    EbpfError::Record {
+        reason: reason.into(),
+    }
+}
+
+fn read<T: Copy>(bytes: &[u8]) -> Result<T, EbpfError> {
+    if bytes.len() < size_of::<T>() {
+        return Err(bad(format!(
+            "{} bytes, expected at least {}",
+            bytes.len(),
+            size_of::<T>()
+        )));
+    }
+    // SAFETY: length checked above; T is a #[repr(C)] plain-data type valid for any bytes.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+/// Decodes one record as the eBPF programs wrote it.
+pub fn parse_record(bytes: &[u8]) -> Result<KernelEvent, EbpfError> {
+    let header: EventHeader = read(bytes)?;
+    match header.kind {
+        k if k == EventKind::Exec as u32 => {
+            parse_exec(&read::<ExecEvent>(bytes)?).map(KernelEvent::Exec)
+        }
+        k if k == EventKind::Exit as u32 => {
+            parse_exit(&read::<ExitEvent>(bytes)?).map(KernelEvent::Exit)
+        }
+        other => Err(bad(format!("unknown event kind {other}"))),
+    }
+}
+
+fn parse_exec(e: &ExecEvent) -> Result<ExecRecord, EbpfError> {
+    let role = match e.role {
+        r if r == ExecRole::Runtime as u32 => ExecRole::Runtime,
+        r if r == ExecRole::ContainerProcess as u32 => ExecRole::ContainerProcess,
+        other => return Err(bad(format!("unknown exec role {other}"))),
+    };
+    let argv_bytes = e
+        .argv
+        .get(..e.argv_len as usize)
+        .ok_or_else(|| bad(format!("argv length {} out of bounds", e.argv_len)))?;
+    let filename_bytes = e
+        .filename
+        .get(..e.filename_len as usize)
+        .ok_or_else(|| bad(format!("filename length {} out of bounds", e.filename_len)))?;
+    let (argv, cut) = split_args(argv_bytes);
+    Ok(ExecRecord {
+        tgid: e.header.tgid,
+        ppid: e.ppid,
+        role,
+        cgroup_id: e.cgroup_id,
+        ktime_ns: e.header.ktime_ns,
+        filename: String::from_utf8_lossy(filename_bytes.split(|b| *b == 0).next().unwrap_or(&[]))
+            .into_owned(),
+        argv,
+        argv_truncated: cut || e.flags & EXEC_FLAG_ARGV_TRUNCATED != 0,
+    })
+}
+
+/// Splits a NUL-separated argument block; true when arguments beyond the bound were dropped.
+fn split_args(block: &[u8]) -> (Vec<String>, bool) {
+    let block = block.strip_suffix(&[0]).unwrap_or(block);
+    if block.is_empty() {
+        return (Vec::new(), false);
+    }
+    let mut args: Vec<String> = Vec::new();
+    let mut cut = false;
+    for arg in block.split(|b| *b == 0) {
+        if args.len() == ARGV_MAX_ARGS {
+            cut = true;
+            break;
+        }
+        args.push(String::from_utf8_lossy(arg).into_owned());
+    }
+    (args, cut)
+}
+
+fn parse_exit(e: &ExitEvent) -> Result<ExitRecord, EbpfError> {
+    let tracked = match e.tracked {
+        t if t == TrackedKind::Runtime as u32 => TrackedKind::Runtime,
+        t if t == TrackedKind::RuntimeChild as u32 => TrackedKind::RuntimeChild,
+        t if t == TrackedKind::ContainerProcess as u32 => TrackedKind::ContainerProcess,
+        other => return Err(bad(format!("unknown tracked kind {other}"))),
+    };
+    let signal = (e.exit_code & 0x7f) as i32;
+    Ok(ExitRecord {
+        tgid: e.header.tgid,
+        ktime_ns: e.header.ktime_ns,
+        exit_status: (signal == 0).then_some(((e.exit_code >> 8) & 0xff) as i32),
+        signal: (signal != 0).then_some(signal),
+        tracked,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nodetrace_common::{ARGV_MAX_BYTES, FILENAME_MAX_BYTES};
+
+    fn exec_bytes(argv: &[u8], filename: &[u8], flags: u32) -> Vec<u8> {
+        let mut event = ExecEvent {
+            header: EventHeader {
+                kind: EventKind::Exec as u32,
+                tgid: 42,
+                ktime_ns: 7,
+            },
+            ppid: 1,
+            role: ExecRole::Runtime as u32,
+            cgroup_id: 99,
+            flags,
+            argv_len: argv.len() as u32,
+            filename_len: filename.len() as u32,
+            _pad: 0,
+            filename: [0; FILENAME_MAX_BYTES],
+            argv: [0; ARGV_MAX_BYTES],
+        };
+        event.argv[..argv.len()].copy_from_slice(argv);
+        event.filename[..filename.len()].copy_from_slice(filename);
+        // SAFETY: viewing a plain-data struct as bytes.
+        unsafe {
+            std::slice::from_raw_parts((&raw const event).cast::<u8>(), size_of::<ExecEvent>())
+        }
+        .to_vec()
+    }
+
+    #[test]
+    fn decodes_an_exec_record() {
+        let bytes = exec_bytes(b"runc\0--root\0/run/x\0delete\0abc\0", b"/usr/bin/runc", 0);
+        let KernelEvent::Exec(e) = parse_record(&bytes).expect("valid record") else {
+            panic!("not an exec");
+        };
+        assert_eq!(e.argv, ["runc", "--root", "/run/x", "delete", "abc"]);
+        assert_eq!(e.filename, "/usr/bin/runc");
+        assert_eq!((e.tgid, e.ppid, e.cgroup_id, e.ktime_ns), (42, 1, 99, 7));
+        assert!(!e.argv_truncated);
+    }
+
+    #[test]
+    fn keeps_at_most_the_bounded_number_of_args() {
+        let many: Vec<u8> = (0..40)
+            .flat_map(|i| format!("a{i}\0").into_bytes())
+            .collect();
+        let KernelEvent::Exec(e) = parse_record(&exec_bytes(&many, b"x", 0)).expect("valid") else {
+            panic!("not an exec");
+        };
+        assert_eq!(e.argv.len(), ARGV_MAX_ARGS);
+        assert!(e.argv_truncated);
+    }
+
+    #[test]
+    fn the_kernel_truncation_flag_is_kept() {
+        let KernelEvent::Exec(e) =
+            parse_record(&exec_bytes(b"runc\0cre", b"x", EXEC_FLAG_ARGV_TRUNCATED)).expect("valid")
+        else {
+            panic!("not an exec");
+        };
+        assert!(e.argv_truncated);
+        assert_eq!(e.argv, ["runc", "cre"]);
+    }
+
+    #[test]
+    fn decodes_exit_status_and_signal() {
+        let exit = |code| ExitEvent {
+            header: EventHeader {
+                kind: EventKind::Exit as u32,
+                tgid: 5,
+                ktime_ns: 9,
+            },
+            exit_code: code,
+            tracked: TrackedKind::Runtime as u32,
+        };
+        let bytes = |e: ExitEvent| {
+            // SAFETY: viewing a plain-data struct as bytes.
+            unsafe {
+                std::slice::from_raw_parts((&raw const e).cast::<u8>(), size_of::<ExitEvent>())
+            }
+            .to_vec()
+        };
+        let KernelEvent::Exit(normal) = parse_record(&bytes(exit(1 << 8))).expect("valid") else {
+            panic!("not an exit");
+        };
+        assert_eq!((normal.exit_status, normal.signal), (Some(1), None));
+        let KernelEvent::Exit(killed) = parse_record(&bytes(exit(9))).expect("valid") else {
+            panic!("not an exit");
+        };
+        assert_eq!((killed.exit_status, killed.signal), (None, Some(9)));
+    }
+
+    #[test]
+    fn rejects_short_and_unknown_records() {
+        assert!(parse_record(&[1, 0, 0]).is_err());
+        let mut bytes = exec_bytes(b"x\0", b"x", 0);
+        bytes[0] = 77;
+        assert!(parse_record(&bytes).is_err());
+    }
+}

@@ -1,0 +1,106 @@
+//! Loads the embedded eBPF object, patches in the kernel offsets and attaches the tracepoints.
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::TracePoint,
+};
+use nodetrace_common::{DROP_RINGBUF_FULL, DROP_TRACKED_MAP_FULL};
+use std::path::Path;
+
+use super::{EbpfError, ensure_tracefs, kernel_offsets};
+
+/// The eBPF object built from `agent-ebpf` by build.rs.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nodetrace"));
+
+/// (program name, tracepoint category, tracepoint name) of every program.
+pub const TRACEPOINTS: [(&str, &str, &str); 3] = [
+    ("sched_process_exec", "sched", "sched_process_exec"),
+    ("sched_process_fork", "sched", "sched_process_fork"),
+    ("sched_process_exit", "sched", "sched_process_exit"),
+];
+
+/// Counters of what the kernel side could not report.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct KernelDrops {
+    /// Events lost because the ring buffer was full.
+    pub ringbuf_full: u64,
+    /// Processes not followed because the tracked-process map was full.
+    pub tracked_map_full: u64,
+}
+
+/// The loaded and attached programs; detached when dropped.
+pub struct KernelProbes {
+    ebpf: Ebpf,
+    attached: Vec<String>,
+}
+
+impl KernelProbes {
+    /// Loads and attaches everything, returning the probes and the ring buffer to read.
+    pub fn load(btf_path: &Path) -> Result<(Self, RingBuf<MapData>), EbpfError> {
+        ensure_tracefs()?;
+        let offsets = kernel_offsets(btf_path)?;
+        tracing::debug!(?offsets, "kernel structure offsets");
+        let mut ebpf = EbpfLoader::new()
+            .override_global("KERNEL_OFFSETS", &offsets, true)
+            .load(OBJECT)
+            .map_err(|source| EbpfError::Load { source })?;
+        let mut attached = Vec::new();
+        for (name, category, tracepoint) in TRACEPOINTS {
+            let program: &mut TracePoint = ebpf
+                .program_mut(name)
+                .ok_or_else(|| EbpfError::Missing {
+                    what: "program",
+                    name: name.to_owned(),
+                })?
+                .try_into()
+                .map_err(|source| EbpfError::Program {
+                    name: name.to_owned(),
+                    source,
+                })?;
+            let program_error = |source| EbpfError::Program {
+                name: name.to_owned(),
+                source,
+            };
+            program.load().map_err(program_error)?;
+            program
+                .attach(category, tracepoint)
+                .map_err(program_error)?;
+            attached.push(format!("tracepoint/{category}/{tracepoint}"));
+        }
+        let events = ebpf.take_map("EVENTS").ok_or_else(|| EbpfError::Missing {
+            what: "map",
+            name: "EVENTS".to_owned(),
+        })?;
+        let events = RingBuf::try_from(events).map_err(|source| EbpfError::Map {
+            name: "EVENTS".to_owned(),
+            source,
+        })?;
+        Ok((Self { ebpf, attached }, events))
+    }
+
+    /// What is attached, for readiness reports.
+    pub fn attached(&self) -> &[String] {
+        &self.attached
+    }
+
+    /// Sums the per-CPU drop counters.
+    pub fn drops(&self) -> Result<KernelDrops, EbpfError> {
+        let map_error = |source| EbpfError::Map {
+            name: "DROPS".to_owned(),
+            source,
+        };
+        let map = self.ebpf.map("DROPS").ok_or_else(|| EbpfError::Missing {
+            what: "map",
+            name: "DROPS".to_owned(),
+        })?;
+        let drops: PerCpuArray<_, u64> = PerCpuArray::try_from(map).map_err(map_error)?;
+        let sum = |index| -> Result<u64, EbpfError> {
+            Ok(drops.get(&index, 0).map_err(map_error)?.iter().sum())
+        };
+        Ok(KernelDrops {
+            ringbuf_full: sum(DROP_RINGBUF_FULL)?,
+            tracked_map_full: sum(DROP_TRACKED_MAP_FULL)?,
+        })
+    }
+}
