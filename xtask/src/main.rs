@@ -1,1 +1,31 @@
-fn main() {}
+//! `cargo xtask`: every project workflow one command away (setup, test, demo).
+
+mod setup;
+mod test;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "nodetrace project workflows")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what building and testing need (rust-src, bpf-linker, Debian packages). Idempotent.
+    Setup,
+    /// Everything CI checks: fmt, clippy, unit, root integration and end-to-end tests.
+    Test,
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Setup => setup::run(),
+        Command::Test => {
+            setup::run()?;
+            test::run()
+        }
+    }
+}
