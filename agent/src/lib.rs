@@ -1,11 +1,16 @@
 //! nodetrace: turns CRI calls and OCI runtime execs on a Kubernetes node into pod traces.
 //!
 //! One module per stage: `ebpf` (load programs, read the ring buffer), `oci` (runtime command
-//! lines and bundles), `correlate` (events to spans), `store` (LMDB), `api` (HTTP), `query`
-//! (the CLI's client side). `model` holds the span types they share.
+//! lines, bundles, cgroups), `correlate` (events to spans), `store` (LMDB), `api` (HTTP server,
+//! formats, client). `model` holds the span types they share; `daemon` wires the agent and
+//! `query` the `nodetrace trace` command.
 
 pub mod api;
+pub mod cli;
+pub mod correlate;
+pub mod daemon;
 pub mod ebpf;
 pub mod model;
 pub mod oci;
+pub mod query;
 pub mod store;

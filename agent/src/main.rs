@@ -1,1 +1,19 @@
-fn main() {}
+//! The `nodetrace` binary: parses the command line and hands over to the daemon or the client.
+
+use clap::Parser as _;
+use nodetrace::cli::{Cli, Command};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Agent(args) => nodetrace::daemon::run(args).await,
+        Command::Trace(args) => nodetrace::query::run(args).await,
+    }
+}

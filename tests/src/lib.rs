@@ -1,1 +1,25 @@
-//! testbed
+//! nodetrace-testbed: a real node runtime to test nodetrace against, with nothing from a
+//! registry. It starts a private containerd (with runc) on private directories, builds
+//! a pause and a busybox image locally and imports them, drives pods through the CRI as
+//! a kubelet would (timing every call), and tears everything down afterwards.
+//!
+//! Needs root, `/usr/bin/containerd`, `runc`, `ctr`, gcc with a static libc and
+//! `/bin/busybox` (Debian: containerd runc busybox-static gcc libc6-dev), and `protoc`
+//! to build (protobuf-compiler).
+
+pub mod clock;
+pub mod containerd;
+pub mod cri;
+pub mod images;
+pub mod lifecycle;
+pub mod pod_cgroups;
+pub mod teardown;
+pub mod testbed;
+
+pub use clock::{CallWindow, Timed};
+pub use containerd::{ContainerdError, ContainerdOptions, PrivateContainerd};
+pub use cri::{CriCall, CriClient, CriError};
+pub use images::{BUSYBOX_IMAGE, LocalImages, PAUSE_IMAGE};
+pub use lifecycle::{LifecycleReport, PodLifecycle};
+pub use teardown::{TeardownError, TeardownReport};
+pub use testbed::{Testbed, TestbedError};

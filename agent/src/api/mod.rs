@@ -1,1 +1,19 @@
-//! TODO: api
+//! The HTTP API: pod traces for Kelemetry's frontend, Jaeger UI and the CLI, plus health and
+//! readiness; and the CLI's side of it (client and terminal waterfall).
+
+pub mod auth;
+pub mod client;
+pub mod format;
+pub mod handlers;
+pub mod params;
+pub mod readiness;
+pub mod router;
+pub mod waterfall;
+
+pub use auth::{ListenPolicyError, check_listen_policy};
+pub use params::PodSelector;
+pub use readiness::{ComponentState, Readiness, ReadinessReport};
+pub use router::{ApiState, router};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,166 @@
+//! Request handlers: `/api/traces`, `/healthz`, `/readyz`.
+
+use super::format::{TraceSpans, group_into_traces};
+use super::params::{ParamError, PodSelector, TraceRequest, parse_trace_query};
+use super::router::ApiState;
+use crate::model::Span;
+use crate::store::{Store, StoreError};
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Why a request failed; answered as `{"error": "<message and causes>"}`.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("invalid query string")]
+    Query {
+        #[source]
+        source: QueryRejection,
+    },
+    #[error("invalid parameters")]
+    Params {
+        #[source]
+        source: ParamError,
+    },
+    #[error("store query failed")]
+    Store {
+        #[source]
+        source: StoreError,
+    },
+    #[error("store query task failed")]
+    Task {
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    #[error("cannot encode the answer")]
+    Encode {
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Query { .. } | Self::Params { .. } => StatusCode::BAD_REQUEST,
+            Self::Store { .. } | Self::Task { .. } | Self::Encode { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        }
+    }
+}
+
+/// The error and its causes, `: `-separated.
+fn message_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = message_chain(&self);
+        if status.is_server_error() {
+            tracing::error!(error = %message, "trace query failed");
+        }
+        (status, Json(serde_json::json!({ "error": message }))).into_response()
+    }
+}
+
+fn now_unix_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// `GET /api/traces`: a pod's spans in the window, grouped into traces, in the chosen format.
+pub async fn traces(
+    State(state): State<ApiState>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(pairs) = query.map_err(|source| ApiError::Query { source })?;
+    let request =
+        parse_trace_query(&pairs, now_unix_ns()).map_err(|source| ApiError::Params { source })?;
+    let store = state.store.clone();
+    let lookup = request.clone();
+    let spans = tokio::task::spawn_blocking(move || fetch_spans(&store, &lookup))
+        .await
+        .map_err(|source| ApiError::Task { source })?
+        .map_err(|source| ApiError::Store { source })?;
+    let traces = answer(spans, &request);
+    let body = request
+        .format
+        .encode(&traces)
+        .map_err(|source| ApiError::Encode { source })?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// Asks the store for one more span than the limit, so that [`answer`] can tell when it cut.
+fn fetch_spans(store: &Store, request: &TraceRequest) -> Result<Vec<Span>, StoreError> {
+    let uids = match &request.pod {
+        PodSelector::Name { namespace, name } => store.pod_uids_by_name(namespace, name)?,
+        PodSelector::Uid(uid) => vec![uid.clone()],
+    };
+    let mut spans = Vec::new();
+    for uid in uids {
+        spans.extend(store.spans_for_pod(
+            &uid,
+            request.start_unix_ns,
+            request.end_unix_ns,
+            request.limit.saturating_add(1),
+        )?);
+    }
+    Ok(spans)
+}
+
+/// Keeps the spans that overlap the window (bounds included), the first `limit` of them by start,
+/// and groups them into traces; every trace gets a warning when spans were left out.
+pub fn answer(spans: Vec<Span>, request: &TraceRequest) -> Vec<TraceSpans> {
+    let mut spans: Vec<Span> = spans
+        .into_iter()
+        .filter(|s| {
+            s.start_unix_ns <= request.end_unix_ns && s.end_unix_ns >= request.start_unix_ns
+        })
+        .collect();
+    spans.sort_by_key(|s| (s.start_unix_ns, s.end_unix_ns, s.span_id));
+    spans.dedup_by(|a, b| a.trace_id == b.trace_id && a.span_id == b.span_id);
+    let truncated = spans.len() > request.limit;
+    spans.truncate(request.limit);
+    let mut traces = group_into_traces(spans);
+    if truncated {
+        let warning = format!(
+            "nodetrace: more than {} spans in the window, only the first {} by start time are here",
+            request.limit, request.limit
+        );
+        for trace in &mut traces {
+            trace.warnings.push(warning.clone());
+        }
+    }
+    traces
+}
+
+/// `GET /healthz`: the process serves.
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// `GET /readyz`: 200 when every component is ready, else 503; the body lists them.
+pub async fn readyz(State(state): State<ApiState>) -> Response {
+    let report = state.readiness.report();
+    let status = if report.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(report)).into_response()
+}

@@ -1,0 +1,130 @@
+//! Readiness the agent's components report (eBPF programs attached, store open, ...), shared
+//! between them and `GET /readyz`.
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::{Arc, PoisonError, RwLock};
+
+/// The state of one component.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ComponentState {
+    /// Registered, not ready yet.
+    Starting,
+    Ready,
+    /// Not ready, with the reason.
+    NotReady(String),
+}
+
+/// A cheap-to-clone handle every component can update. Ready when at least one component is
+/// registered and all are [`ComponentState::Ready`].
+#[derive(Clone, Debug, Default)]
+pub struct Readiness {
+    components: Arc<RwLock<BTreeMap<String, ComponentState>>>,
+}
+
+/// What `/readyz` answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ReadinessReport {
+    pub ready: bool,
+    pub components: BTreeMap<String, ComponentReport>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ComponentReport {
+    /// `starting`, `ready` or `not_ready`.
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl Readiness {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets a component's state, registering it if needed.
+    pub fn set(&self, component: &str, state: ComponentState) {
+        let mut components = self
+            .components
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        components.insert(component.to_owned(), state);
+    }
+
+    /// Registers a component as [`ComponentState::Starting`].
+    pub fn register(&self, component: &str) {
+        self.set(component, ComponentState::Starting);
+    }
+
+    pub fn set_ready(&self, component: &str) {
+        self.set(component, ComponentState::Ready);
+    }
+
+    pub fn set_not_ready(&self, component: &str, reason: impl Into<String>) {
+        self.set(component, ComponentState::NotReady(reason.into()));
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.report().ready
+    }
+
+    pub fn report(&self) -> ReadinessReport {
+        let components = self
+            .components
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let ready =
+            !components.is_empty() && components.values().all(|s| *s == ComponentState::Ready);
+        let components = components
+            .iter()
+            .map(|(name, state)| {
+                let report = match state {
+                    ComponentState::Starting => ComponentReport {
+                        state: "starting",
+                        reason: None,
+                    },
+                    ComponentState::Ready => ComponentReport {
+                        state: "ready",
+                        reason: None,
+                    },
+                    ComponentState::NotReady(reason) => ComponentReport {
+                        state: "not_ready",
+                        reason: Some(reason.clone()),
+                    },
+                };
+                (name.clone(), report)
+            })
+            .collect();
+        ReadinessReport { ready, components }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nothing_registered_is_not_ready() {
+        assert!(!Readiness::new().is_ready());
+    }
+
+    #[test]
+    fn ready_when_every_component_is() {
+        let readiness = Readiness::new();
+        readiness.register("ebpf");
+        readiness.set_ready("store");
+        assert!(!readiness.is_ready());
+        let other_handle = readiness.clone();
+        other_handle.set_ready("ebpf");
+        assert!(readiness.is_ready());
+        readiness.set_not_ready("ebpf", "runtime restarted, re-attaching");
+        let json = serde_json::to_string(&readiness.report()).expect("json");
+        assert_eq!(
+            json,
+            concat!(
+                r#"{"ready":false,"components":{"ebpf":{"state":"not_ready","#,
+                r#""reason":"runtime restarted, re-attaching"},"store":{"state":"ready"}}}"#
+            )
+        );
+    }
+}

@@ -1,0 +1,377 @@
+//! Router tests against a real store in a temporary directory.
+
+use super::format::jaeger_model::TracesResponse;
+use super::format::{fixtures, golden};
+use super::handlers::answer;
+use super::params::{PodSelector, TraceRequest};
+use super::{ApiState, ComponentState, Readiness, router};
+use crate::model::{PodRef, Span, TraceId};
+use crate::store::{Store, StoreConfig};
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt as _;
+use tower::ServiceExt as _;
+
+const MS: u64 = 1_000_000;
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    app: Router,
+    readiness: Readiness,
+}
+
+fn setup_with(token: Option<&str>, spans: &[Span]) -> Setup {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(dir.path(), StoreConfig::default()).expect("open store");
+    store.put_batch(spans).expect("put spans");
+    let readiness = Readiness::new();
+    readiness.set_ready("store");
+    let app = router(ApiState::new(
+        store,
+        readiness.clone(),
+        token.map(str::to_owned),
+    ));
+    Setup {
+        _dir: dir,
+        app,
+        readiness,
+    }
+}
+
+fn setup(token: Option<&str>) -> Setup {
+    setup_with(token, &fixtures::pod_trace())
+}
+
+struct Answer {
+    status: StatusCode,
+    content_type: Option<String>,
+    www_authenticate: Option<String>,
+    body: String,
+}
+
+async fn get(app: &Router, uri: &str, token: Option<&str>) -> Answer {
+    let mut request = Request::get(uri);
+    if let Some(token) = token {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let response = app
+        .clone()
+        .oneshot(request.body(Body::empty()).expect("request"))
+        .await
+        .expect("infallible");
+    let header_text = |name| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let (status, content_type) = (response.status(), header_text(header::CONTENT_TYPE));
+    let www_authenticate = header_text(header::WWW_AUTHENTICATE);
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    Answer {
+        status,
+        content_type,
+        www_authenticate,
+        body: String::from_utf8(bytes.to_vec()).expect("utf-8"),
+    }
+}
+
+fn us(ns: u64) -> u64 {
+    ns / 1000
+}
+
+/// The query Kelemetry's HTTP trace extension sends with its sample config (url.Values.Encode:
+/// sorted keys, `/` escaped), around the whole fixture.
+fn kelemetry_uri(pod_param: &str) -> String {
+    format!(
+        "/api/traces?end={}&limit=100&node=node-a&{pod_param}&start={}",
+        us(fixtures::T0 + 10_000 * MS),
+        us(fixtures::T0 - 60_000 * MS)
+    )
+}
+
+fn decode(body: &str) -> TracesResponse {
+    serde_json::from_str(body).expect("jaeger model JSON")
+}
+
+fn operation_names(body: &str) -> Vec<String> {
+    decode(body)
+        .data
+        .iter()
+        .flat_map(|t| &t.spans)
+        .map(|s| s.operation_name.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn by_name_answers_the_golden_kelemetry_json() {
+    let s = setup(None);
+    let answer = get(&s.app, &kelemetry_uri("pod=default%2Fweb-0"), None).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(answer.content_type.as_deref(), Some("application/json"));
+    assert_eq!(
+        answer.body,
+        golden::minify_json(&golden::read("kelemetry_pod_trace.json"))
+    );
+}
+
+#[tokio::test]
+async fn by_uid_answers_the_same() {
+    let s = setup(None);
+    let by_uid = get(
+        &s.app,
+        &kelemetry_uri(&format!("pod_uid={}", fixtures::POD_UID)),
+        None,
+    )
+    .await;
+    let by_name = get(&s.app, &kelemetry_uri("pod=default/web-0"), None).await;
+    assert_eq!(by_uid.status, StatusCode::OK);
+    assert_eq!(by_uid.body, by_name.body);
+}
+
+#[tokio::test]
+async fn otlp_and_jaeger_formats_answer_their_golden_json() {
+    let s = setup(None);
+    for (format, file) in [
+        ("otlp", "otlp_pod_trace.json"),
+        ("jaeger", "jaeger_ui_pod_trace.json"),
+        ("kelemetry", "kelemetry_pod_trace.json"),
+    ] {
+        let uri = format!("{}&format={format}", kelemetry_uri("pod=default/web-0"));
+        let answer = get(&s.app, &uri, None).await;
+        assert_eq!(answer.status, StatusCode::OK, "{format}: {}", answer.body);
+        assert_eq!(
+            answer.body,
+            golden::minify_json(&golden::read(file)),
+            "{format}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn spans_are_clipped_to_the_window() {
+    let s = setup(None);
+    let uri = format!(
+        "/api/traces?pod=default/web-0&start={}&end={}",
+        us(fixtures::T0 + 1200 * MS),
+        us(fixtures::T0 + 1400 * MS)
+    );
+    let answer = get(&s.app, &uri, None).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(
+        operation_names(&answer.body),
+        ["CreateContainer", "runc create", "StartContainer"]
+    );
+}
+
+#[test]
+fn answer_clips_even_what_the_store_returns_too_much_of() {
+    let request = TraceRequest {
+        pod: PodSelector::Uid(fixtures::POD_UID.to_owned()),
+        start_unix_ns: fixtures::T0 + 1200 * MS,
+        end_unix_ns: fixtures::T0 + 1395 * MS,
+        limit: 100,
+        format: Default::default(),
+    };
+    let traces = answer(fixtures::pod_trace(), &request);
+    let names: Vec<&str> = traces[0].spans.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["CreateContainer", "runc create", "StartContainer"]);
+    assert!(traces[0].warnings.is_empty());
+}
+
+#[tokio::test]
+async fn limit_cuts_by_start_time_and_warns() {
+    let s = setup(None);
+    let answer = get(
+        &s.app,
+        &format!("{}&limit=3", kelemetry_uri("pod=default/web-0")),
+        None,
+    )
+    .await;
+    // kelemetry_uri already has limit=100: a repeated parameter is a 400.
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    let uri = format!(
+        "/api/traces?pod=default/web-0&start={}&end={}&limit=3",
+        us(fixtures::T0),
+        us(fixtures::T0 + 10_000 * MS)
+    );
+    let answer = get(&s.app, &uri, None).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(
+        operation_names(&answer.body),
+        ["RunPodSandbox", "runc create", "runc start"]
+    );
+    let warnings = &decode(&answer.body).data[0].warnings;
+    assert_eq!(warnings.len(), 1);
+    assert!(warnings[0].contains("more than 3 spans"), "{warnings:?}");
+}
+
+#[tokio::test]
+async fn a_reused_pod_name_answers_every_pod() {
+    let mut spans = fixtures::pod_trace();
+    let mut second = fixtures::pod_trace()[1].clone();
+    second.trace_id = TraceId::from_pod_uid("0b9e6a2c-0000-4000-8000-000000000001");
+    second.pod = Some(PodRef {
+        uid: "0b9e6a2c-0000-4000-8000-000000000001".to_owned(),
+        namespace: fixtures::NAMESPACE.to_owned(),
+        name: fixtures::POD_NAME.to_owned(),
+    });
+    second.start_unix_ns += 9_000 * MS;
+    second.end_unix_ns += 9_000 * MS;
+    spans.push(second);
+    let s = setup_with(None, &spans);
+    let answer = get(&s.app, &kelemetry_uri("pod=default/web-0"), None).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let traces = decode(&answer.body).data;
+    assert_eq!(traces.len(), 2);
+    assert_eq!(traces[0].spans.len(), fixtures::pod_trace().len());
+    assert_eq!(traces[1].spans.len(), 1);
+}
+
+#[tokio::test]
+async fn unknown_pods_and_empty_windows_answer_no_traces() {
+    let s = setup(None);
+    for uri in [
+        kelemetry_uri("pod=default/nope"),
+        kelemetry_uri("pod_uid=nope"),
+        // The default window is the last 24 hours: the fixture is older.
+        "/api/traces?pod=default/web-0".to_owned(),
+    ] {
+        let answer = get(&s.app, &uri, None).await;
+        assert_eq!(answer.status, StatusCode::OK, "{uri}");
+        assert_eq!(answer.body, r#"{"data":[]}"#, "{uri}");
+    }
+}
+
+#[tokio::test]
+async fn bad_parameters_are_400_with_a_json_message() {
+    let s = setup(None);
+    let cases = [
+        ("/api/traces", "one of `pod`"),
+        ("/api/traces?pod=web-0", "`pod` must be"),
+        ("/api/traces?pod=default/", "`pod` must be"),
+        ("/api/traces?pod=%2Fweb-0", "`pod` must be"),
+        ("/api/traces?pod=%FF/x", "`pod` must be"),
+        ("/api/traces?pod=a/b&pod_uid=u", "cannot be given together"),
+        ("/api/traces?pod_uid=", "`pod_uid` must be"),
+        ("/api/traces?pod_uid=u&start=abc", "`start` must be"),
+        ("/api/traces?pod_uid=u&end=-5", "`end` must be"),
+        (
+            "/api/traces?pod_uid=u&start=99999999999999999999",
+            "`start` must be",
+        ),
+        ("/api/traces?pod_uid=u&start=10&end=5", "is after `end`"),
+        ("/api/traces?pod_uid=u&limit=0", "`limit` must be"),
+        ("/api/traces?pod_uid=u&limit=100001", "`limit` must be"),
+        ("/api/traces?pod_uid=u&format=zipkin", "unknown `format`"),
+        ("/api/traces?pod_uid=u&pod_uid=v", "more than once"),
+    ];
+    for (uri, fragment) in cases {
+        let answer = get(&s.app, uri, None).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{uri}");
+        assert_eq!(
+            answer.content_type.as_deref(),
+            Some("application/json"),
+            "{uri}"
+        );
+        let body: serde_json::Value = serde_json::from_str(&answer.body).expect("JSON error");
+        let message = body["error"].as_str().expect("error message");
+        assert!(
+            message.starts_with("invalid parameters: "),
+            "{uri}: {message}"
+        );
+        assert!(message.contains(fragment), "{uri}: {message}");
+    }
+}
+
+#[tokio::test]
+async fn token_guards_everything_but_healthz() {
+    let s = setup(Some("s3cret"));
+    let uri = kelemetry_uri("pod=default/web-0");
+    for token in [None, Some("wrong"), Some("s3cre"), Some("S3CRET")] {
+        for path in [uri.as_str(), "/readyz"] {
+            let answer = get(&s.app, path, token).await;
+            assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{path} {token:?}");
+            assert!(answer.body.contains("bearer token"));
+            assert_eq!(
+                answer.www_authenticate.as_deref(),
+                Some("Bearer realm=\"nodetrace\"")
+            );
+        }
+    }
+    assert_eq!(
+        get(&s.app, &uri, Some("s3cret")).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(&s.app, "/readyz", Some("s3cret")).await.status,
+        StatusCode::OK
+    );
+    let health = get(&s.app, "/healthz", None).await;
+    assert_eq!(
+        (health.status, health.body.as_str()),
+        (StatusCode::OK, "ok")
+    );
+}
+
+#[tokio::test]
+async fn without_a_token_nothing_is_guarded() {
+    let s = setup(None);
+    let answer = get(
+        &s.app,
+        &kelemetry_uri("pod=default/web-0"),
+        Some("anything"),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn readyz_follows_the_components() {
+    let s = setup(None);
+    s.readiness.set("ebpf", ComponentState::Starting);
+    let answer = get(&s.app, "/readyz", None).await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        answer.body,
+        r#"{"ready":false,"components":{"ebpf":{"state":"starting"},"store":{"state":"ready"}}}"#
+    );
+    s.readiness.set_ready("ebpf");
+    let answer = get(&s.app, "/readyz", None).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(answer.body.starts_with(r#"{"ready":true,"#));
+}
+
+#[tokio::test]
+async fn odd_requests_never_panic() {
+    let s = setup(Some("t"));
+    for uri in [
+        "/api/traces?%",
+        "/api/traces?&&&=",
+        "/api/traces?pod=%00/%00",
+        "/api/traces?pod_uid=%E2%80%A8",
+        "/api/traces?pod_uid=u&start=&end=",
+        "/api/traces?pod_uid=u&limit=18446744073709551616",
+        "/api/traces?pod_uid=u&start=0&end=18446744073709551",
+        "/nope",
+    ] {
+        let answer = get(&s.app, uri, Some("t")).await;
+        assert!(
+            [
+                StatusCode::OK,
+                StatusCode::BAD_REQUEST,
+                StatusCode::NOT_FOUND
+            ]
+            .contains(&answer.status),
+            "{uri}: {}",
+            answer.status
+        );
+    }
+}

@@ -1,0 +1,146 @@
+//! Command-line interface of the `nodetrace` binary.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "nodetrace",
+    version,
+    about = "Node-local traces of Kubernetes pods: CRI calls and OCI runtime runs as spans",
+    long_about = "nodetrace runs on every node (`nodetrace agent`), watches the OCI runtime \
+                  (runc, crun) with eBPF, keeps each pod's spans in a local LMDB store and \
+                  serves them over HTTP; `nodetrace trace` shows one pod's trace."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the node agent: load the eBPF programs, record spans, serve the HTTP API.
+    Agent(AgentArgs),
+    /// Print one pod's trace from an agent as a terminal waterfall (or JSON).
+    Trace(TraceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Address of the HTTP API. Any address other than a loopback one needs --token-file or
+    /// --insecure-no-auth.
+    #[arg(long, env = "NODETRACE_LISTEN", default_value = "127.0.0.1:9750")]
+    pub listen: SocketAddr,
+    /// Directory of the LMDB span store (created when missing).
+    #[arg(long, env = "NODETRACE_DATA_DIR", default_value = "/var/lib/nodetrace")]
+    pub data_dir: PathBuf,
+    /// File holding the bearer token every API request (except /healthz) must carry.
+    #[arg(long, env = "NODETRACE_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Serve a non-loopback address without authentication (only behind a trusted network).
+    #[arg(long)]
+    pub insecure_no_auth: bool,
+    /// Name of this node, put on every span as k8s.node.name (default: the host name).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
+    /// How long spans are kept, e.g. 24h, 90m, 7d.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub retention: Duration,
+    /// Largest size of the span store in MiB; the oldest spans are evicted beyond ~90% of it.
+    #[arg(long, default_value_t = 1024)]
+    pub max_store_mib: u64,
+    /// Kernel BTF used to find structure offsets.
+    #[arg(long, default_value = crate::ebpf::VMLINUX_BTF)]
+    pub btf: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// The pod, as NAMESPACE/NAME.
+    #[arg(long, conflicts_with = "pod_uid", required_unless_present = "pod_uid")]
+    pub pod: Option<String>,
+    /// The pod, by UID.
+    #[arg(long)]
+    pub pod_uid: Option<String>,
+    /// Base URL of the agent's API.
+    #[arg(
+        long,
+        env = "NODETRACE_SERVER",
+        default_value = "http://127.0.0.1:9750"
+    )]
+    pub server: String,
+    /// File holding the bearer token for the agent.
+    #[arg(long, env = "NODETRACE_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// How far back to look, e.g. 1h, 30m, 7d.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub since: Duration,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Waterfall)]
+    pub output: OutputFormat,
+    /// Width of the waterfall in columns.
+    #[arg(long, default_value_t = 100)]
+    pub width: usize,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// An indented span tree with time bars.
+    Waterfall,
+    /// The agent's JSON answer, as is.
+    Json,
+}
+
+/// Parses `90s`, `15m`, `24h`, `7d` (a number and a unit).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?} has no unit: use s, m, h or d (e.g. 24h)"))?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} does not start with a number"))?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?}: use s, m, h or d"
+            ));
+        }
+    };
+    Ok(Duration::from_secs(number * seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_parse_with_units_and_reject_garbage() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
+        assert!(parse_duration("24").is_err());
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("5w").is_err());
+    }
+
+    #[test]
+    fn trace_needs_exactly_one_pod_selector() {
+        assert!(Cli::try_parse_from(["nodetrace", "trace"]).is_err());
+        assert!(
+            Cli::try_parse_from(["nodetrace", "trace", "--pod", "a/b", "--pod-uid", "u"]).is_err()
+        );
+        assert!(Cli::try_parse_from(["nodetrace", "trace", "--pod", "a/b"]).is_ok());
+    }
+}

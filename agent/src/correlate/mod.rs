@@ -1,0 +1,310 @@
+//! Turns kernel events into finished spans: pairs each exec with its exit, parses runtime
+//! command lines, and ties every run to its container and pod.
+//!
+//! Attribution order for a runtime run: the container cache (filled at `create`), the bundle's
+//! config.json (`--bundle`, or the directory of containerd's `--log`), else the span is kept
+//! but marked as not attributed. A container process is tied to its container by the pid file
+//! its runtime wrote, else by its cgroup path.
+
+mod node;
+mod spans;
+
+pub use node::{HostNode, NodeView};
+
+use std::{
+    collections::{HashMap, VecDeque},
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use crate::{
+    ebpf::{ExecRecord, ExitRecord, KernelEvent, WallClock},
+    model::{PodRef, Span},
+    oci::{self, AttributionSource, ContainerCache, ContainerInfo, OciCommand, OciInvocation},
+};
+use nodetrace_common::ExecRole;
+
+/// Settings of the correlator.
+#[derive(Clone, Debug)]
+pub struct CorrelatorConfig {
+    /// Put on every span as `k8s.node.name`.
+    pub node_name: String,
+    /// Most runs (execs without their exit yet) remembered; the oldest are forgotten beyond.
+    pub max_pending: usize,
+    /// Most containers remembered for attribution.
+    pub max_containers: usize,
+}
+
+impl Default for CorrelatorConfig {
+    fn default() -> Self {
+        Self {
+            node_name: String::new(),
+            max_pending: 16_384,
+            max_containers: 16_384,
+        }
+    }
+}
+
+/// Counters of the correlator, shared with the metrics endpoint.
+#[derive(Debug, Default)]
+pub struct CorrelatorStats {
+    pub spans: AtomicU64,
+    /// Spans that could not be tied to a pod.
+    pub unattributed: AtomicU64,
+    /// Runtime command lines that did not parse.
+    pub unparsed: AtomicU64,
+    /// Exits of processes whose exec was not seen (e.g. started before the agent).
+    pub unmatched_exits: AtomicU64,
+    /// Runs forgotten because too many were pending.
+    pub evicted: AtomicU64,
+}
+
+/// The container (and pod) a run belongs to, or why none was found.
+pub type Attribution = Result<oci::Attribution, String>;
+
+/// Which process of a container a container-process span describes.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ProcessRole {
+    /// The container's entrypoint (the init process `create` set up, run at `start`).
+    Entrypoint,
+    /// A process added with `exec`.
+    Exec,
+}
+
+#[derive(Debug)]
+struct RuntimeRun {
+    exec: ExecRecord,
+    invocation: Result<OciInvocation, oci::ArgvError>,
+    attribution: Attribution,
+}
+
+#[derive(Debug)]
+struct ProcessRun {
+    exec: ExecRecord,
+    cgroups: Option<String>,
+}
+
+#[derive(Debug)]
+enum Run {
+    Runtime(Box<RuntimeRun>),
+    Process(Box<ProcessRun>),
+}
+
+/// The correlation state machine. Single-threaded: one task owns it.
+pub struct Correlator<N: NodeView> {
+    node: N,
+    clock: WallClock,
+    config: CorrelatorConfig,
+    runs: HashMap<u32, Run>,
+    /// Insertion order of `runs`, for eviction (tgid, exec time).
+    run_order: VecDeque<(u32, u64)>,
+    containers: ContainerCache,
+    /// pid → the container and role its runtime's pid file named.
+    process_owners: HashMap<u32, (String, ProcessRole)>,
+    stats: Arc<CorrelatorStats>,
+}
+
+impl<N: NodeView> Correlator<N> {
+    pub fn new(node: N, clock: WallClock, config: CorrelatorConfig) -> Self {
+        Self {
+            node,
+            clock,
+            containers: ContainerCache::new(config.max_containers),
+            config,
+            runs: HashMap::new(),
+            run_order: VecDeque::new(),
+            process_owners: HashMap::new(),
+            stats: Arc::default(),
+        }
+    }
+
+    pub fn stats(&self) -> Arc<CorrelatorStats> {
+        self.stats.clone()
+    }
+
+    /// Feeds one event; returns the span it completes, if any.
+    pub fn on_event(&mut self, event: KernelEvent) -> Option<Span> {
+        match event {
+            KernelEvent::Exec(exec) => {
+                self.on_exec(exec);
+                None
+            }
+            KernelEvent::Exit(exit) => self.on_exit(&exit),
+        }
+    }
+
+    fn on_exec(&mut self, exec: ExecRecord) {
+        let tgid = exec.tgid;
+        let run = match exec.role {
+            ExecRole::Runtime => {
+                let invocation = OciInvocation::parse(&exec.argv);
+                if let Ok(inv) = &invocation
+                    && matches!(inv.command, OciCommand::Init)
+                {
+                    // `runc init` is the runtime becoming the container; its work shows in the
+                    // create span and in the container-process span.
+                    self.runs.remove(&tgid);
+                    return;
+                }
+                if invocation.is_err() {
+                    self.stats.unparsed.fetch_add(1, Ordering::Relaxed);
+                }
+                let attribution = match &invocation {
+                    Ok(inv) => {
+                        let cgroups = self.node.process_cgroups(tgid);
+                        oci::attribute(inv, cgroups.as_deref(), &mut self.containers)
+                            .map_err(|err| error_chain(&err))
+                    }
+                    Err(err) => Err(format!("command line not understood: {err}")),
+                };
+                Run::Runtime(Box::new(RuntimeRun {
+                    exec,
+                    invocation,
+                    attribution,
+                }))
+            }
+            ExecRole::ContainerProcess => {
+                let cgroups = self.node.process_cgroups(tgid);
+                Run::Process(Box::new(ProcessRun { exec, cgroups }))
+            }
+        };
+        let exec_time = match &run {
+            Run::Runtime(r) => r.exec.ktime_ns,
+            Run::Process(p) => p.exec.ktime_ns,
+        };
+        if self.runs.insert(tgid, run).is_none() {
+            self.run_order.push_back((tgid, exec_time));
+        }
+        self.evict_pending();
+    }
+
+    fn evict_pending(&mut self) {
+        while self.runs.len() > self.config.max_pending {
+            let Some((tgid, _)) = self.run_order.pop_front() else {
+                break;
+            };
+            if self.runs.remove(&tgid).is_some() {
+                self.stats.evicted.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        // Drop order entries whose run already finished, so the queue stays bounded.
+        if self.run_order.len() > 2 * self.config.max_pending.max(1) {
+            let runs = &self.runs;
+            self.run_order.retain(|(tgid, _)| runs.contains_key(tgid));
+        }
+    }
+
+    fn on_exit(&mut self, exit: &ExitRecord) -> Option<Span> {
+        let Some(run) = self.runs.remove(&exit.tgid) else {
+            self.stats.unmatched_exits.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        let span = match run {
+            Run::Runtime(run) => {
+                self.remember_pid_file(&run);
+                spans::runtime_span(&run, exit, &self.clock, &self.config.node_name)
+            }
+            Run::Process(run) => {
+                let (attribution, role) = self.attribute_process(&run);
+                spans::process_span(
+                    &run.exec,
+                    exit,
+                    &attribution,
+                    role,
+                    &self.clock,
+                    &self.config.node_name,
+                )
+            }
+        };
+        self.stats.spans.fetch_add(1, Ordering::Relaxed);
+        if span.pod.is_none() {
+            self.stats.unattributed.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(span)
+    }
+
+    /// After `create`, `run` or `exec`: the pid file names the process the runtime started.
+    fn remember_pid_file(&mut self, run: &RuntimeRun) {
+        let Ok(inv) = &run.invocation else { return };
+        let (pid_file, role) = match &inv.command {
+            OciCommand::Create(args) | OciCommand::Run(args) => {
+                (args.pid_file.as_deref(), ProcessRole::Entrypoint)
+            }
+            OciCommand::Exec(args) => (args.pid_file.as_deref(), ProcessRole::Exec),
+            _ => return,
+        };
+        let (Some(pid_file), Some(id)) = (pid_file, inv.container_id()) else {
+            return;
+        };
+        if let Some(pid) = self.node.pid_file(Path::new(pid_file)) {
+            if self.process_owners.len() >= self.config.max_pending {
+                self.process_owners.clear();
+            }
+            self.process_owners.insert(pid, (id.to_owned(), role));
+        }
+    }
+
+    /// The container of a container process: from the pid file its runtime wrote, else from
+    /// its cgroup path.
+    fn attribute_process(&mut self, run: &ProcessRun) -> (Attribution, Option<ProcessRole>) {
+        let owner = self.process_owners.remove(&run.exec.tgid);
+        let from_cgroup = run.cgroups.as_deref().and_then(oci::parse_proc_cgroup);
+        let role = owner.as_ref().map(|(_, role)| *role);
+        let (container_id, source) = match (owner, &from_cgroup) {
+            (Some((id, _)), _) => (Some(id), AttributionSource::Cache),
+            (None, Some(found)) => (found.container_id.clone(), AttributionSource::Cgroup),
+            (None, None) => {
+                return (
+                    Err("no pid file named the process and its cgroup names no pod".to_owned()),
+                    None,
+                );
+            }
+        };
+        if let Some(info) = container_id
+            .as_deref()
+            .and_then(|id| self.containers.get(id))
+        {
+            let info = info.clone();
+            return (Ok(oci::Attribution { info, source }), role);
+        }
+        let attribution = match from_cgroup {
+            Some(found) => Ok(oci::Attribution {
+                info: ContainerInfo {
+                    container_id: container_id.unwrap_or_default(),
+                    kind: None,
+                    sandbox_id: None,
+                    pod: PodRef {
+                        uid: found.pod_uid,
+                        ..PodRef::default()
+                    },
+                    container_name: None,
+                    image: None,
+                },
+                source: AttributionSource::Cgroup,
+            }),
+            None => Err(format!(
+                "container {} is not known",
+                container_id.as_deref().unwrap_or("?")
+            )),
+        };
+        (attribution, role)
+    }
+}
+
+/// An error and its causes, `: `-separated.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests;

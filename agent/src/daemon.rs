@@ -1,0 +1,118 @@
+//! The agent daemon: wires the kernel probes, the correlator, the store and the HTTP API, and
+//! shuts them down in order on SIGINT/SIGTERM.
+
+use anyhow::Context as _;
+use std::{sync::Arc, time::Duration};
+use tokio::{signal::unix::SignalKind, sync::mpsc};
+
+use crate::{
+    api::{self, ApiState, Readiness},
+    cli::AgentArgs,
+    correlate::{Correlator, CorrelatorConfig, HostNode},
+    ebpf::{KernelEvent, KernelProbes, ReaderStats, WallClock, run_reader},
+    store::{Store, StoreConfig},
+};
+
+/// Capacity of the queue between the ring-buffer reader and the correlator.
+const KERNEL_EVENT_QUEUE: usize = 65_536;
+/// Capacity of the queue between the correlator and the store writer.
+const SPAN_QUEUE: usize = 65_536;
+
+pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let token = match &args.token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the token file {}", path.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        None => None,
+    };
+    api::check_listen_policy(args.listen, token.as_deref(), args.insecure_no_auth)?;
+    let node_name = match &args.node_name {
+        Some(name) => name.clone(),
+        None => hostname(),
+    };
+
+    let readiness = Readiness::new();
+    readiness.register("store");
+    readiness.register("ebpf");
+
+    let store = Store::open(
+        &args.data_dir,
+        StoreConfig {
+            retention: args.retention,
+            max_size_bytes: args.max_store_mib * 1024 * 1024,
+            ..StoreConfig::default()
+        },
+    )
+    .with_context(|| format!("cannot open the span store in {}", args.data_dir.display()))?;
+    let (sink, writer) = store.start_writer(SPAN_QUEUE);
+    readiness.set_ready("store");
+
+    let (probes, ring) = KernelProbes::load(&args.btf).context("cannot start the eBPF probes")?;
+    readiness.set_ready("ebpf");
+    tracing::info!(attached = ?probes.attached(), "eBPF programs attached");
+
+    let (events_tx, mut events_rx) = mpsc::channel::<KernelEvent>(KERNEL_EVENT_QUEUE);
+    let reader_stats = Arc::new(ReaderStats::default());
+    let reader = tokio::spawn(run_reader(ring, events_tx, reader_stats.clone()));
+
+    let mut correlator = Correlator::new(
+        HostNode::default(),
+        WallClock::sample(),
+        CorrelatorConfig {
+            node_name,
+            ..CorrelatorConfig::default()
+        },
+    );
+    let correlator_task = tokio::spawn(async move {
+        while let Some(event) = events_rx.recv().await {
+            if let Some(span) = correlator.on_event(event)
+                && sink.send(span).is_err()
+            {
+                tracing::debug!("span queue full; span dropped");
+            }
+        }
+    });
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    tracing::info!(listen = %args.listen, data_dir = %args.data_dir.display(), "nodetrace agent ready");
+    let app = api::router(ApiState::new(store, readiness, token));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("the HTTP server failed")?;
+
+    tracing::info!("shutting down");
+    // Detaching the programs closes nothing by itself; stop the reader, then let the
+    // correlator drain what was read, then flush the store.
+    reader.abort();
+    drop(probes);
+    let _ = tokio::time::timeout(Duration::from_secs(5), correlator_task).await;
+    writer.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot watch SIGTERM; only Ctrl-C stops the agent");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
+}

@@ -1,0 +1,138 @@
+//! The containerd child process: preparing its directories and config, spawning it with
+//! its output in a log file, and terminating it.
+
+use std::fs::OpenOptions;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{ContainerdError, ContainerdLayout, MAX_SOCKET_PATH};
+
+/// The containerd binary the Debian package installs.
+pub const CONTAINERD_BIN: &str = "/usr/bin/containerd";
+
+/// Directories the runtime stack finds its helpers in (runc is in /usr/sbin on Debian).
+const SYSTEM_PATH: &[&str] = &[
+    "/usr/local/sbin",
+    "/usr/local/bin",
+    "/usr/sbin",
+    "/usr/bin",
+    "/sbin",
+    "/bin",
+];
+
+fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ContainerdError {
+    let path = path.to_path_buf();
+    move |source| ContainerdError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// Creates the work directory and its subdirectories and writes the config.
+pub(super) fn prepare(
+    work_dir: &Path,
+    sandbox_image: &str,
+) -> Result<ContainerdLayout, ContainerdError> {
+    std::fs::create_dir_all(work_dir).map_err(io_error("create", work_dir))?;
+    let work_dir = work_dir
+        .canonicalize()
+        .map_err(io_error("resolve", work_dir))?;
+    let layout = ContainerdLayout::new(&work_dir);
+    let socket_len = layout.ttrpc_socket.as_os_str().len();
+    if socket_len > MAX_SOCKET_PATH {
+        return Err(ContainerdError::SocketPathTooLong {
+            path: layout.ttrpc_socket.clone(),
+            len: socket_len,
+        });
+    }
+    for dir in [
+        &layout.root,
+        &layout.state,
+        &layout.runc_root,
+        &layout.pod_logs,
+        &layout.images,
+        &layout.cni.join("bin"),
+        &layout.cni.join("net.d"),
+    ] {
+        std::fs::create_dir_all(dir).map_err(io_error("create", dir))?;
+    }
+    std::fs::write(&layout.config, layout.render_config(sandbox_image))
+        .map_err(io_error("write", &layout.config))?;
+    Ok(layout)
+}
+
+/// Starts `containerd --config <config>` in its own process group (a terminal's Ctrl-C
+/// reaches only us, and we tear it down), stdout and stderr appended to the log.
+pub(super) fn spawn(layout: &ContainerdLayout) -> Result<Child, ContainerdError> {
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&layout.log)
+        .map_err(io_error("open", &layout.log))?;
+    let log_err = log.try_clone().map_err(io_error("open", &layout.log))?;
+    Command::new(CONTAINERD_BIN)
+        .arg("--config")
+        .arg(&layout.config)
+        .env("PATH", runtime_path())
+        .current_dir(&layout.work_dir)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err)
+        .process_group(0)
+        .spawn()
+        .map_err(|source| ContainerdError::Spawn { source })
+}
+
+/// Sends SIGTERM, waits up to `grace`, then SIGKILLs and reaps. A no-op without a child.
+pub(super) fn terminate(child: &mut Option<Child>, grace: Duration) -> Result<(), String> {
+    let Some(mut process) = child.take() else {
+        return Ok(());
+    };
+    if let Ok(Some(_)) = process.try_wait() {
+        return Ok(());
+    }
+    let pid = process.id() as i32;
+    // SAFETY: kill(2) on our own child's pid, which is not reaped yet.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    let started = Instant::now();
+    while started.elapsed() < grace {
+        match process.try_wait() {
+            Ok(Some(_)) => return Ok(()),
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Err(format!("wait for containerd {pid}: {e}")),
+        }
+    }
+    tracing::warn!(pid, "containerd ignored SIGTERM, killing it");
+    process
+        .kill()
+        .and_then(|()| process.wait().map(drop))
+        .map_err(|e| format!("kill containerd {pid}: {e}"))
+}
+
+/// The end of the log file, lossily decoded.
+pub(super) fn log_tail(log: &Path, max_bytes: usize) -> String {
+    match std::fs::read(log) {
+        Ok(bytes) => {
+            let start = bytes.len().saturating_sub(max_bytes);
+            String::from_utf8_lossy(&bytes[start..]).into_owned()
+        }
+        Err(e) => format!("(cannot read {}: {e})", log.display()),
+    }
+}
+
+/// Our PATH with the standard system directories appended where missing.
+fn runtime_path() -> std::ffi::OsString {
+    let current = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = std::env::split_paths(&current).collect();
+    for dir in SYSTEM_PATH {
+        if !dirs.iter().any(|d| d == Path::new(dir)) {
+            dirs.push(PathBuf::from(dir));
+        }
+    }
+    std::env::join_paths(dirs).unwrap_or(current)
+}
