@@ -91,6 +91,21 @@ struct ProcessRun {
 enum Run {
     Runtime(Box<RuntimeRun>),
     Process(Box<ProcessRun>),
+    /// `runc init`: the runtime becoming the container. Its work shows in the create span and
+    /// the container-process span, so it makes no span of its own.
+    Init {
+        ktime_ns: u64,
+    },
+}
+
+impl Run {
+    fn exec_time(&self) -> u64 {
+        match self {
+            Self::Runtime(r) => r.exec.ktime_ns,
+            Self::Process(p) => p.exec.ktime_ns,
+            Self::Init { ktime_ns } => *ktime_ns,
+        }
+    }
 }
 
 /// The correlation state machine. Single-threaded: one task owns it.
@@ -144,9 +159,12 @@ impl<N: NodeView> Correlator<N> {
                 if let Ok(inv) = &invocation
                     && matches!(inv.command, OciCommand::Init)
                 {
-                    // `runc init` is the runtime becoming the container; its work shows in the
-                    // create span and in the container-process span.
-                    self.runs.remove(&tgid);
+                    self.insert_run(
+                        tgid,
+                        Run::Init {
+                            ktime_ns: exec.ktime_ns,
+                        },
+                    );
                     return;
                 }
                 if invocation.is_err() {
@@ -171,29 +189,35 @@ impl<N: NodeView> Correlator<N> {
                 Run::Process(Box::new(ProcessRun { exec, cgroups }))
             }
         };
-        let exec_time = match &run {
-            Run::Runtime(r) => r.exec.ktime_ns,
-            Run::Process(p) => p.exec.ktime_ns,
-        };
-        if self.runs.insert(tgid, run).is_none() {
-            self.run_order.push_back((tgid, exec_time));
-        }
+        self.insert_run(tgid, run);
+    }
+
+    fn insert_run(&mut self, tgid: u32, run: Run) {
+        self.run_order.push_back((tgid, run.exec_time()));
+        self.runs.insert(tgid, run);
         self.evict_pending();
     }
 
     fn evict_pending(&mut self) {
         while self.runs.len() > self.config.max_pending {
-            let Some((tgid, _)) = self.run_order.pop_front() else {
+            let Some((tgid, exec_time)) = self.run_order.pop_front() else {
                 break;
             };
-            if self.runs.remove(&tgid).is_some() {
+            // Only the run this entry was queued for; the tgid may have been reused since.
+            if self
+                .runs
+                .get(&tgid)
+                .is_some_and(|run| run.exec_time() == exec_time)
+            {
+                self.runs.remove(&tgid);
                 self.stats.evicted.fetch_add(1, Ordering::Relaxed);
             }
         }
         // Drop order entries whose run already finished, so the queue stays bounded.
         if self.run_order.len() > 2 * self.config.max_pending.max(1) {
             let runs = &self.runs;
-            self.run_order.retain(|(tgid, _)| runs.contains_key(tgid));
+            self.run_order
+                .retain(|(tgid, time)| runs.get(tgid).is_some_and(|run| run.exec_time() == *time));
         }
     }
 
@@ -207,6 +231,7 @@ impl<N: NodeView> Correlator<N> {
                 self.remember_pid_file(&run);
                 spans::runtime_span(&run, exit, &self.clock, &self.config.node_name)
             }
+            Run::Init { .. } => return None,
             Run::Process(run) => {
                 let (attribution, role) = self.attribute_process(&run);
                 spans::process_span(

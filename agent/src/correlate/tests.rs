@@ -1,1 +1,378 @@
+//! The correlation state machine on hand-made event sequences, with real bundle files in a
+//! temporary directory and a node whose pid files and cgroups the test chooses.
 
+use super::*;
+use crate::{
+    ebpf::{ExecRecord, ExitRecord},
+    model::{SpanStatus, TraceId, keys},
+};
+use nodetrace_common::TrackedKind;
+use std::{cell::RefCell, collections::HashMap, path::PathBuf};
+
+const POD_UID: &str = "6f2b7d3a-1c9e-4b8f-9a0d-2e5f7c1b3a94";
+const SANDBOX: &str = "5a0c1e8b7d2f4a6c9e3b1d8f0a2c4e6b8d0f2a4c6e8b0d2f4a6c8e0b2d4f6a8c";
+const CONTAINER: &str = "c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00";
+
+#[derive(Default)]
+struct FakeNode {
+    pid_files: RefCell<HashMap<PathBuf, u32>>,
+    cgroups: RefCell<HashMap<u32, String>>,
+}
+
+impl NodeView for &FakeNode {
+    fn pid_file(&self, path: &Path) -> Option<u32> {
+        self.pid_files.borrow().get(path).copied()
+    }
+
+    fn process_cgroups(&self, pid: u32) -> Option<String> {
+        self.cgroups.borrow().get(&pid).cloned()
+    }
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    node: FakeNode,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+            node: FakeNode::default(),
+        }
+    }
+
+    fn correlator(&self) -> Correlator<&FakeNode> {
+        Correlator::new(
+            &self.node,
+            WallClock::sample(),
+            CorrelatorConfig {
+                node_name: "node-a".to_owned(),
+                max_pending: 16,
+                max_containers: 16,
+            },
+        )
+    }
+
+    /// A bundle directory as containerd lays it out, with the CRI annotations.
+    fn bundle(&self, id: &str, sandbox: bool) -> PathBuf {
+        let dir = self.dir.path().join(id);
+        std::fs::create_dir_all(&dir).expect("bundle dir");
+        let mut annotations = serde_json::json!({
+            "io.kubernetes.cri.container-type": if sandbox { "sandbox" } else { "container" },
+            "io.kubernetes.cri.sandbox-id": SANDBOX,
+            "io.kubernetes.cri.sandbox-name": "web-0",
+            "io.kubernetes.cri.sandbox-namespace": "shop",
+            "io.kubernetes.cri.sandbox-uid": POD_UID,
+        });
+        if !sandbox {
+            annotations["io.kubernetes.cri.container-name"] = "app".into();
+            annotations["io.kubernetes.cri.image-name"] = "docker.io/library/busybox:1".into();
+        }
+        let config = serde_json::json!({ "ociVersion": "1.0.2", "annotations": annotations });
+        std::fs::write(dir.join("config.json"), config.to_string()).expect("config.json");
+        dir
+    }
+
+    fn runc(&self, id: &str, verb_args: &[&str]) -> Vec<String> {
+        let log = self.dir.path().join(id).join("log.json");
+        let mut argv: Vec<String> = [
+            "runc",
+            "--root",
+            "/run/containerd/runc/k8s.io",
+            "--log",
+            log.to_str().expect("utf-8 path"),
+            "--log-format",
+            "json",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        argv.extend(verb_args.iter().map(|s| (*s).to_owned()));
+        argv
+    }
+}
+
+fn exec(tgid: u32, ktime_ns: u64, role: ExecRole, argv: Vec<String>) -> KernelEvent {
+    KernelEvent::Exec(ExecRecord {
+        tgid,
+        ppid: 1,
+        role,
+        cgroup_id: 1,
+        ktime_ns,
+        filename: argv.first().cloned().unwrap_or_default(),
+        argv,
+        argv_truncated: false,
+    })
+}
+
+fn exit(tgid: u32, ktime_ns: u64, status: i32) -> KernelEvent {
+    KernelEvent::Exit(ExitRecord {
+        tgid,
+        ktime_ns,
+        exit_status: Some(status),
+        signal: None,
+        tracked: TrackedKind::Runtime,
+    })
+}
+
+fn run_once(c: &mut Correlator<&FakeNode>, tgid: u32, argv: Vec<String>, status: i32) -> Span {
+    assert!(
+        c.on_event(exec(tgid, 1_000 * u64::from(tgid), ExecRole::Runtime, argv))
+            .is_none()
+    );
+    c.on_event(exit(tgid, 1_000 * u64::from(tgid) + 500, status))
+        .expect("the exit completes a span")
+}
+
+#[test]
+fn a_sandbox_lifecycle_is_attributed_from_the_bundle_then_the_cache() {
+    let f = Fixture::new();
+    let bundle = f.bundle(SANDBOX, true);
+    let mut c = f.correlator();
+    let create = run_once(
+        &mut c,
+        10,
+        f.runc(
+            SANDBOX,
+            &[
+                "create",
+                "--bundle",
+                bundle.to_str().expect("utf-8"),
+                SANDBOX,
+            ],
+        ),
+        0,
+    );
+    assert_eq!(create.name, "runc create");
+    assert_eq!(create.service, "runc");
+    assert_eq!(create.trace_id, TraceId::from_pod_uid(POD_UID));
+    let pod = create.pod.clone().expect("attributed");
+    assert_eq!(
+        (pod.namespace.as_str(), pod.name.as_str()),
+        ("shop", "web-0")
+    );
+    assert_eq!(create.attr_str(keys::CONTAINER_ID), Some(SANDBOX));
+    assert_eq!(create.attr_str(keys::ATTRIBUTION_SOURCE), Some("bundle"));
+    assert_eq!(create.attr_str(keys::NODE_NAME), Some("node-a"));
+    assert_eq!(create.attr_int(keys::PROCESS_EXIT_CODE), Some(0));
+    assert_eq!(create.duration_ns(), 500);
+
+    // The bundle is gone after delete; later runs come from the cache.
+    std::fs::remove_dir_all(&bundle).expect("remove bundle");
+    let kill = run_once(&mut c, 11, f.runc(SANDBOX, &["kill", SANDBOX, "9"]), 0);
+    assert_eq!(kill.name, "runc kill");
+    assert_eq!(kill.attr_str(keys::OCI_SIGNAL), Some("SIGKILL"));
+    assert_eq!(kill.attr_str(keys::ATTRIBUTION_SOURCE), Some("cache"));
+    assert_eq!(kill.pod, Some(pod));
+    assert_eq!(kill.trace_id, create.trace_id);
+    assert_eq!(c.stats().spans.load(Ordering::Relaxed), 2);
+}
+
+#[test]
+fn the_entrypoint_is_tied_to_its_container_by_the_pid_file() {
+    let f = Fixture::new();
+    let bundle = f.bundle(CONTAINER, false);
+    let pid_file = bundle.join("init.pid");
+    f.node.pid_files.borrow_mut().insert(pid_file.clone(), 4242);
+    let mut c = f.correlator();
+    let b = bundle.to_str().expect("utf-8");
+    let p = pid_file.to_str().expect("utf-8");
+    // runc create, with its `runc init` child, whose exit makes no span.
+    assert!(
+        c.on_event(exec(
+            20,
+            100,
+            ExecRole::Runtime,
+            f.runc(
+                CONTAINER,
+                &["create", "--bundle", b, "--pid-file", p, CONTAINER]
+            )
+        ))
+        .is_none()
+    );
+    assert!(
+        c.on_event(exec(
+            21,
+            110,
+            ExecRole::Runtime,
+            vec!["runc".into(), "init".into()]
+        ))
+        .is_none()
+    );
+    let create = c.on_event(exit(20, 200, 0)).expect("create span");
+    assert_eq!(create.attr_str(keys::CONTAINER_NAME), Some("app"));
+    assert_eq!(
+        create.attr_str(keys::IMAGE_NAME),
+        Some("docker.io/library/busybox:1")
+    );
+    assert!(
+        c.on_event(exit(21, 210, 0)).is_none(),
+        "runc init makes no span"
+    );
+    assert_eq!(c.stats().unmatched_exits.load(Ordering::Relaxed), 0);
+
+    let start = run_once(&mut c, 22, f.runc(CONTAINER, &["start", CONTAINER]), 0);
+    assert_eq!(start.name, "runc start");
+    assert!(
+        c.on_event(exec(
+            4242,
+            300,
+            ExecRole::ContainerProcess,
+            vec!["sh".into(), "-c".into(), "exit 1".into()]
+        ))
+        .is_none()
+    );
+    let process = c
+        .on_event(exit(4242, 900, 1))
+        .expect("container process span");
+    assert_eq!(process.name, "container process");
+    assert_eq!(process.service, "container");
+    assert_eq!(process.attr_str(keys::CONTAINER_ID), Some(CONTAINER));
+    assert_eq!(process.attr_str(keys::CONTAINER_NAME), Some("app"));
+    assert_eq!(process.attr_int(keys::PROCESS_EXIT_CODE), Some(1));
+    assert!(matches!(process.status, SpanStatus::Error(_)));
+    assert_eq!(process.trace_id, TraceId::from_pod_uid(POD_UID));
+}
+
+#[test]
+fn an_exec_process_is_named_as_such() {
+    let f = Fixture::new();
+    let bundle = f.bundle(CONTAINER, false);
+    let pid_file = bundle.join("exec-1.pid");
+    f.node.pid_files.borrow_mut().insert(pid_file.clone(), 777);
+    let mut c = f.correlator();
+    let argv = f.runc(
+        CONTAINER,
+        &[
+            "exec",
+            "--process",
+            "/tmp/runc-process1",
+            "--detach",
+            "--pid-file",
+            pid_file.to_str().expect("utf-8"),
+            CONTAINER,
+        ],
+    );
+    // The exec'd process starts before `runc exec --detach` exits.
+    assert!(c.on_event(exec(30, 100, ExecRole::Runtime, argv)).is_none());
+    let exec_span = c.on_event(exit(30, 200, 0)).expect("exec span");
+    assert_eq!(exec_span.name, "runc exec");
+    assert_eq!(
+        exec_span.attr_str(keys::CONTAINER_NAME),
+        Some("app"),
+        "found via --log's bundle"
+    );
+    assert!(
+        c.on_event(exec(
+            777,
+            150,
+            ExecRole::ContainerProcess,
+            vec!["echo".into(), "hi".into()]
+        ))
+        .is_none()
+    );
+    let process = c.on_event(exit(777, 400, 0)).expect("process span");
+    assert_eq!(process.name, "exec process");
+    assert_eq!(process.status, SpanStatus::Unset);
+}
+
+#[test]
+fn a_process_without_pid_file_is_attributed_by_its_cgroup() {
+    let f = Fixture::new();
+    f.node.cgroups.borrow_mut().insert(
+        55,
+        format!("12:memory:/kubepods/besteffort/pod{POD_UID}/{CONTAINER}\n0::/kubepods/besteffort/pod{POD_UID}/{CONTAINER}\n"),
+    );
+    let mut c = f.correlator();
+    assert!(
+        c.on_event(exec(
+            55,
+            100,
+            ExecRole::ContainerProcess,
+            vec!["sleep".into(), "1".into()]
+        ))
+        .is_none()
+    );
+    let span = c.on_event(exit(55, 200, 0)).expect("span");
+    assert_eq!(span.pod.as_ref().map(|p| p.uid.as_str()), Some(POD_UID));
+    assert_eq!(span.attr_str(keys::CONTAINER_ID), Some(CONTAINER));
+    assert_eq!(span.attr_str(keys::ATTRIBUTION_SOURCE), Some("cgroup"));
+}
+
+#[test]
+fn unattributable_and_unparsable_runs_still_make_spans() {
+    let f = Fixture::new();
+    let mut c = f.correlator();
+    // A container that was never seen and whose bundle does not exist.
+    let delete = run_once(&mut c, 40, f.runc("gone", &["delete", "gone"]), 1);
+    assert!(delete.pod.is_none());
+    assert_eq!(
+        delete
+            .attributes
+            .iter()
+            .find(|a| a.key == keys::ATTRIBUTED)
+            .map(|a| &a.value),
+        Some(&crate::model::AttrValue::Bool(false))
+    );
+    assert!(
+        delete
+            .attr_str(keys::ATTRIBUTION_ERROR)
+            .is_some_and(|e| e.contains("gone"))
+    );
+    assert_eq!(
+        delete.status,
+        SpanStatus::Error("runc delete exited with status 1".into())
+    );
+    // A command line the parser rejects.
+    let odd = run_once(&mut c, 41, vec!["runc".into(), "--root".into()], 2);
+    assert_eq!(odd.name, "runc (unparsed command line)");
+    assert_eq!(c.stats().unattributed.load(Ordering::Relaxed), 2);
+    assert_eq!(c.stats().unparsed.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn exits_without_exec_are_counted_and_pending_runs_are_bounded() {
+    let f = Fixture::new();
+    let mut c = f.correlator();
+    assert!(c.on_event(exit(99, 10, 0)).is_none());
+    assert_eq!(c.stats().unmatched_exits.load(Ordering::Relaxed), 1);
+    for tgid in 100..120 {
+        assert!(
+            c.on_event(exec(
+                tgid,
+                u64::from(tgid),
+                ExecRole::Runtime,
+                f.runc("x", &["state", "x"])
+            ))
+            .is_none()
+        );
+    }
+    assert_eq!(c.stats().evicted.load(Ordering::Relaxed), 4);
+    assert!(
+        c.on_event(exit(100, 500, 0)).is_none(),
+        "the oldest run was forgotten"
+    );
+    assert!(
+        c.on_event(exit(119, 500, 0)).is_some(),
+        "the newest is kept"
+    );
+}
+
+#[test]
+fn a_reused_pid_is_not_evicted_for_its_earlier_run() {
+    let f = Fixture::new();
+    let mut c = f.correlator();
+    let argv = || f.runc("x", &["state", "x"]);
+    assert!(c.on_event(exec(7, 1, ExecRole::Runtime, argv())).is_none());
+    assert!(c.on_event(exit(7, 2, 0)).is_some());
+    for tgid in 200..215 {
+        assert!(c.on_event(exec(tgid, u64::from(tgid), ExecRole::Runtime, argv())).is_none());
+    }
+    // pid 7 again, newer than all of the above; then one run too many.
+    assert!(c.on_event(exec(7, 300, ExecRole::Runtime, argv())).is_none());
+    assert!(c.on_event(exec(216, 301, ExecRole::Runtime, argv())).is_none());
+    assert_eq!(c.stats().evicted.load(Ordering::Relaxed), 1);
+    assert!(c.on_event(exit(200, 500, 0)).is_none(), "the oldest run was evicted");
+    assert!(c.on_event(exit(7, 500, 0)).is_some(), "pid 7's second run is still known");
+}
