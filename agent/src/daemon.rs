@@ -18,7 +18,16 @@ const KERNEL_EVENT_QUEUE: usize = 65_536;
 /// Capacity of the queue between the correlator and the store writer.
 const SPAN_QUEUE: usize = 65_536;
 
+/// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    run_until(args, shutdown_signal()).await
+}
+
+/// Runs the agent until `shutdown` completes, then stops every stage in order.
+pub async fn run_until(
+    args: AgentArgs,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let token = match &args.token_file {
         Some(path) => Some(
             std::fs::read_to_string(path)
@@ -82,7 +91,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     tracing::info!(listen = %args.listen, data_dir = %args.data_dir.display(), "nodetrace agent ready");
     let app = api::router(ApiState::new(store, readiness, token));
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(shutdown)
         .await
         .context("the HTTP server failed")?;
 

@@ -3,6 +3,7 @@
 //! restart with a pod running, and teardown leaves nothing behind, also after containerd
 //! was killed. Needs root; skips loudly otherwise.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -25,7 +26,10 @@ fn skip_unless_root(test: &str) -> bool {
     if unsafe { libc::geteuid() } == 0 {
         return false;
     }
-    eprintln!(
+    // Written to the stderr handle, not with eprintln!, so that the test harness does not
+    // capture it: a skip must be visible.
+    let _ = writeln!(
+        std::io::stderr(),
         "{test}: skipped: needs root because it runs a private containerd and runc \
          (overlay mounts, namespaces, cgroups)"
     );
@@ -174,6 +178,12 @@ async fn pod_lifecycle_on_private_containerd_then_nothing_left() {
         CriCall::StopPodSandbox,
         CriCall::RemovePodSandbox,
     ];
+    let container_log = report
+        .pod
+        .log_directory(testbed.containerd().pod_log_root())
+        .join("main/0.log");
+    let log = std::fs::read_to_string(&container_log).expect("container log");
+    assert!(log.contains(" stdout F started"), "container log: {log:?}");
     let calls: Vec<CriCall> = report.calls.iter().map(|r| r.call).collect();
     assert_eq!(calls, expected);
     for pair in report.calls.windows(2) {

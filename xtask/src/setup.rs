@@ -13,6 +13,7 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("busybox-static", "the static busybox inside the test image"),
     ("gcc", "builds the static pause program of the sandbox image"),
     ("libc6-dev", "static libc for the pause program"),
+    ("protobuf-compiler", "protoc, which the k8s-cri crate of the CRI client needs to build"),
 ];
 
 /// The bpf-linker release known to work with the toolchain's LLVM (RUNTIME-FACTS.md).

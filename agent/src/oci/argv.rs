@@ -2,8 +2,8 @@
 //!
 //! Global flags end at the verb. Verb flags may follow the container id (urfave/cli and argp
 //! move them ahead of it), except for `exec` and `ps`, where everything after the id belongs to
-//! the process. The flag grammar of each runtime is in [`super::flags`]; flags the parser does
-//! not know are kept in [`OtherFlag`]s, never fatal.
+//! the process. The flag grammar of each runtime is in the private `flags` module; flags the
+//! parser does not know are kept in [`OtherFlag`]s, never fatal.
 
 use std::fmt;
 
@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::flags::{self, Scan};
-pub use super::signal::Signal;
+use super::signal::Signal;
 use crate::model::{Attribute, keys};
 
 /// Why a command line could not be parsed.

@@ -20,10 +20,10 @@ pub mod signal;
 
 pub use argv::{
     ArgvError, CreateArgs, ExecArgs, GlobalFlags, OciCommand, OciInvocation, OtherFlag, Runtime,
-    Signal,
 };
 pub use attribution::{Attribution, AttributionError, AttributionSource, CgroupMiss, attribute};
 pub use bundle::{BundleConfig, BundleError, bundle_dir, container_info, read_bundle, read_config};
 pub use cache::{ContainerCache, KnownPod};
 pub use cgroup::{CgroupError, CgroupLine, PodCgroup, parse_cgroup_path, parse_proc_cgroup};
 pub use info::{ContainerInfo, ContainerKind};
+pub use signal::Signal;

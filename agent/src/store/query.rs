@@ -34,7 +34,7 @@ pub struct StoreStats {
     pub map_size_bytes: u64,
     /// Start of the oldest stored span.
     pub oldest_start_unix_ns: Option<u64>,
-    /// Spans skipped since the store was opened because their pod UID was too long.
+    /// Spans skipped since the store was opened: pod UID too long, or span too large.
     pub rejected_spans: u64,
     /// Spans deleted since the store was opened because they were older than the retention.
     pub evicted_by_age: u64,

@@ -384,6 +384,63 @@ fn a_full_store_evicts_the_oldest_spans_and_keeps_the_newest() {
 }
 
 #[test]
+fn batches_larger_than_the_headroom_evict_instead_of_failing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = StoreConfig {
+        max_size_bytes: 1024 * 1024,
+        ..StoreConfig::default()
+    };
+    let store = Store::open(dir.path(), config).expect("open");
+    // Each batch is about half the map: commits meet MDB_MAP_FULL and evict to make room.
+    let per_batch = 500_u64;
+    for batch in 0..12_u64 {
+        let spans: Vec<_> = (0..per_batch)
+            .map(|i| {
+                let id = batch * per_batch + i;
+                runc_span(id, &format!("uid-{batch}"), id * SECOND)
+            })
+            .collect();
+        store
+            .put_batch(&spans)
+            .unwrap_or_else(|error| panic!("batch {batch} failed: {error:?}"));
+        let newest = store
+            .spans_for_pod(&format!("uid-{batch}"), 0, u64::MAX, 1_000)
+            .expect("query");
+        assert_eq!(newest.len() as u64, per_batch, "batch {batch} is whole");
+    }
+    let stats = store.stats().expect("stats");
+    assert_eq!(stats.span_count + stats.evicted_by_size, 12 * per_batch);
+}
+
+#[test]
+fn a_span_too_large_for_the_map_is_skipped_and_counted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = StoreConfig {
+        max_size_bytes: 256 * 1024,
+        ..StoreConfig::default()
+    };
+    let store = Store::open(dir.path(), config).expect("open");
+    store
+        .put_batch(&[runc_span(1, "uid-a", SECOND)])
+        .expect("put");
+    let mut huge = runc_span(2, "uid-a", 2 * SECOND);
+    huge.attributes
+        .push(Attribute::str("big", "x".repeat(64 * 1024)));
+    store
+        .put_batch(&[runc_span(3, "uid-a", 3 * SECOND), huge])
+        .expect("the batch commits without the huge span");
+    assert_eq!(
+        ids(&store
+            .spans_for_pod("uid-a", 0, u64::MAX, 10)
+            .expect("query")),
+        [1, 3],
+        "nothing was evicted for it"
+    );
+    let stats = store.stats().expect("stats");
+    assert_eq!((stats.rejected_spans, stats.evicted_by_size), (1, 0));
+}
+
+#[test]
 fn spans_survive_a_reopen() {
     let dir = tempfile::tempdir().expect("tempdir");
     let written = runc_span(1, "uid-a", 5 * SECOND);

@@ -13,6 +13,10 @@ use crate::model::Span;
 /// every further one.
 const FIRST_EVICTION_PER_MILLE: u64 = 50;
 
+/// A span whose encoding takes more than this fraction of the map (1/N) is skipped: it could
+/// only be stored by evicting a large part of the store, if at all.
+const MAP_SHARE_PER_SPAN_MAX: u64 = 16;
+
 /// An owner's summary as the transaction changes it, and as it was stored before.
 struct Touched {
     record: SummaryRecord,
@@ -24,9 +28,10 @@ impl Store {
     /// store has passed its size bound.
     ///
     /// A span already stored (same owner, start and id) is left as it is. A span whose pod UID is
-    /// longer than a key allows is skipped and counted (`StoreStats::rejected_spans`). When the
-    /// map is full, the oldest spans are evicted and the batch is retried; a batch that does not
-    /// fit in an empty store is committed in halves.
+    /// longer than a key allows, or whose encoding takes more than 1/16 of the map, is skipped and
+    /// counted (`StoreStats::rejected_spans`). When the map is full, the oldest spans are evicted
+    /// and the batch is retried; a batch that does not fit in an empty store is committed in
+    /// halves.
     pub fn put_batch(&self, spans: &[Span]) -> Result<(), StoreError> {
         if spans.is_empty() {
             return Ok(());
@@ -46,8 +51,13 @@ impl Store {
             let stored = self.span_count()?;
             let evict = (stored * per_mille).div_ceil(1000);
             per_mille = (per_mille * 2).min(1000);
-            if self.evict_oldest(evict, u64::MAX)? > 0 {
-                tracing::debug!(evict, "the store's map was full; evicted the oldest spans");
+            let evicted = self.evict_oldest(evict, u64::MAX)?;
+            if evicted > 0 {
+                Counters::add(&self.inner.counters.evicted_by_size, evicted);
+                tracing::debug!(
+                    evicted,
+                    "the store's map was full; evicted the oldest spans"
+                );
                 continue;
             }
             return match spans {
@@ -91,6 +101,10 @@ impl Store {
                 record: "span",
                 source,
             })?;
+            if value.len() as u64 > inner.map_size_bytes / MAP_SHARE_PER_SPAN_MAX {
+                rejected += 1;
+                continue;
+            }
             tables
                 .spans
                 .put(&mut wtxn, &key, &value)
@@ -119,7 +133,8 @@ impl Store {
             tracing::warn!(
                 rejected,
                 max_uid_len = keys::MAX_UID_LEN,
-                "skipped spans whose pod UID is too long to store"
+                max_span_bytes = inner.map_size_bytes / MAP_SHARE_PER_SPAN_MAX,
+                "skipped spans whose pod UID is too long or that are too large to store"
             );
         }
         Ok(())

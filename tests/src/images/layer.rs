@@ -17,9 +17,9 @@ impl Default for LayerBuilder {
 impl LayerBuilder {
     /// An empty layer.
     pub fn new() -> Self {
-        let mut tar = tar::Builder::new(Vec::new());
-        tar.mode(tar::HeaderMode::Deterministic);
-        Self { tar }
+        Self {
+            tar: tar::Builder::new(Vec::new()),
+        }
     }
 
     /// Adds a directory; `path` is relative to the image root (`"bin"`).

@@ -1,0 +1,297 @@
+//! End to end: a real containerd + runc driven through the CRI API like kubelet drives it, the
+//! real nodetrace agent (eBPF programs, correlator, LMDB store, HTTP API) running alongside,
+//! and the pod's trace read back over HTTP. Needs root; skips with a reason otherwise.
+
+use nodetrace::{
+    api::{
+        PodSelector,
+        client::{Client, DEFAULT_TIMEOUT, TraceQuery},
+        format::jaeger_model::{Span, Trace},
+    },
+    cli::AgentArgs,
+};
+use nodetrace_testbed::{CallWindow, CriCall, LifecycleReport, Testbed};
+use std::{net::SocketAddr, path::Path, time::Duration};
+use tokio::sync::oneshot;
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The agent, running in this process on its own tasks.
+struct Agent {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Agent {
+    async fn start(data_dir: &Path) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+        let addr = listener.local_addr().expect("local addr");
+        drop(listener);
+        let args = AgentArgs {
+            listen: addr,
+            data_dir: data_dir.to_owned(),
+            token_file: None,
+            insecure_no_auth: false,
+            node_name: Some("e2e-node".to_owned()),
+            retention: Duration::from_secs(3600),
+            max_store_mib: 64,
+            btf: nodetrace::ebpf::VMLINUX_BTF.into(),
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(nodetrace::daemon::run_until(args, async move {
+            let _ = stopped.await;
+        }));
+        let agent = Self {
+            addr,
+            stop: Some(stop),
+            task,
+        };
+        agent.wait_ready().await;
+        agent
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = reqwest::get(format!("{}/readyz", self.url())).await
+                && r.status().is_success()
+            {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the agent did not become ready"
+            );
+            assert!(!self.task.is_finished(), "the agent stopped while starting");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(15), &mut self.task)
+            .await
+            .expect("the agent stops within 15 s")
+            .expect("agent task")
+            .expect("agent ran without error");
+    }
+}
+
+fn tag(span: &Span, key: &str) -> Option<String> {
+    span.tags.iter().find(|t| t.key == key).map(|t| match t.v_type {
+        2 => t.v_int64.to_string(),
+        1 => t.v_bool.to_string(),
+        _ => t.v_str.clone(),
+    })
+}
+
+fn describe(spans: &[&Span]) -> String {
+    spans
+        .iter()
+        .map(|s| {
+            format!(
+                "{} id={:?} start={} dur={}",
+                s.operation_name,
+                tag(s, "container.id").map(|id| id[..12.min(id.len())].to_owned()),
+                s.start_unix_ns,
+                s.duration_ns
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Polls the agent until `done` accepts the answer (spans arrive after the processes exit and
+/// the writer commits its batch).
+async fn traces_until(
+    client: &Client,
+    query: &TraceQuery,
+    done: impl Fn(&[&Span]) -> bool,
+) -> Vec<Trace> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let traces = client.traces(query).await.expect("query the agent");
+        let spans: Vec<&Span> = traces.iter().flat_map(|t| &t.spans).collect();
+        if done(&spans) {
+            return traces;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the expected spans did not arrive; got:\n{}",
+            describe(&spans)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn window(report: &LifecycleReport, call: CriCall) -> CallWindow {
+    report
+        .window(call)
+        .unwrap_or_else(|| panic!("{call:?} was not called"))
+}
+
+fn end(span: &Span) -> u64 {
+    span.start_unix_ns + span.duration_ns as u64
+}
+
+fn find<'a>(spans: &[&'a Span], name: &str, id: &str) -> &'a Span {
+    spans
+        .iter()
+        .copied()
+        .find(|s| s.operation_name == name && tag(s, "container.id").as_deref() == Some(id))
+        .unwrap_or_else(|| panic!("no `{name}` span for {id}; spans:\n{}", describe(spans)))
+}
+
+fn assert_inside(span: &Span, call: CallWindow, what: &str) {
+    assert!(
+        call.encloses(span.start_unix_ns, end(span)),
+        "{what}: span [{}, {}] is not inside the CRI call's window [{}, {}]",
+        span.start_unix_ns,
+        end(span),
+        call.start_unix_ns,
+        call.end_unix_ns
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_lifecycle_is_traced_end_to_end() {
+    if !is_root() {
+        eprintln!("skipped: the end-to-end test needs root (eBPF, containerd, mounts)");
+        return;
+    }
+    let work = tempfile::tempdir().expect("temp dir");
+    let agent = Agent::start(&work.path().join("agent-data")).await;
+    let testbed = Testbed::start(&work.path().join("testbed"))
+        .await
+        .expect("start the testbed");
+
+    let lifecycle = testbed
+        .pod("e2e", "web")
+        .with_exec(&["sh", "-c", "echo hello; exit 3"]);
+    let report = lifecycle.run(testbed.cri()).await.expect("pod lifecycle");
+    assert_eq!(report.exec.exit_code, 3);
+    let (sandbox, container) = (report.sandbox_id.clone(), report.container_id.clone());
+
+    let client = Client::new(&agent.url(), None, DEFAULT_TIMEOUT).expect("client");
+    let by_name = TraceQuery {
+        pod: PodSelector::parse_name("e2e/web").expect("selector"),
+        start_us: None,
+        end_us: None,
+        limit: None,
+    };
+    let complete = |spans: &[&Span]| {
+        let count = |name: &str, id: &str| {
+            spans
+                .iter()
+                .filter(|s| {
+                    s.operation_name == name && tag(s, "container.id").as_deref() == Some(id)
+                })
+                .count()
+        };
+        count("runc delete", &sandbox) >= 2
+            && count("runc delete", &container) >= 2
+            && count("container process", &sandbox) == 1
+            && count("container process", &container) == 1
+            && count("exec process", &container) == 1
+    };
+    let traces = traces_until(&client, &by_name, complete).await;
+    assert_eq!(traces.len(), 1, "one pod, one trace");
+    let spans: Vec<&Span> = traces[0].spans.iter().collect();
+
+    // Every span carries the pod, the node and the container it was for.
+    let uid = report.pod.uid.clone();
+    for span in &spans {
+        let what = format!("{} of {:?}", span.operation_name, tag(span, "container.id"));
+        assert_eq!(tag(span, "k8s.pod.uid").as_deref(), Some(uid.as_str()), "{what}");
+        assert_eq!(tag(span, "k8s.namespace.name").as_deref(), Some("e2e"), "{what}");
+        assert_eq!(tag(span, "k8s.pod.name").as_deref(), Some("web"), "{what}");
+        let id = tag(span, "container.id").unwrap_or_default();
+        assert!(id == sandbox || id == container, "{what}: unknown container");
+        if id == container {
+            assert_eq!(tag(span, "k8s.container.name").as_deref(), Some("main"), "{what}");
+            assert_eq!(
+                tag(span, "container.image.name").as_deref(),
+                Some(report.image.as_str()),
+                "{what}"
+            );
+        }
+    }
+
+    // The sandbox: created and started by RunPodSandbox, killed and deleted by StopPodSandbox.
+    let run_sandbox = window(&report, CriCall::RunPodSandbox);
+    let stop_sandbox = window(&report, CriCall::StopPodSandbox);
+    assert_inside(find(&spans, "runc create", &sandbox), run_sandbox, "sandbox create");
+    assert_inside(find(&spans, "runc start", &sandbox), run_sandbox, "sandbox start");
+    assert_inside(find(&spans, "runc kill", &sandbox), stop_sandbox, "sandbox kill");
+    assert_inside(find(&spans, "runc delete", &sandbox), stop_sandbox, "sandbox delete");
+    let pause = find(&spans, "container process", &sandbox);
+    assert!(run_sandbox.contains(pause.start_unix_ns), "pause starts in RunPodSandbox");
+    assert!(stop_sandbox.contains(end(pause)), "pause ends in StopPodSandbox");
+
+    // The container: created and started by StartContainer, stopped by StopContainer.
+    let start_container = window(&report, CriCall::StartContainer);
+    let stop_container = window(&report, CriCall::StopContainer);
+    let exec_sync = window(&report, CriCall::ExecSync);
+    assert_inside(find(&spans, "runc create", &container), start_container, "create");
+    assert_inside(find(&spans, "runc start", &container), start_container, "start");
+    let kill = spans
+        .iter()
+        .copied()
+        .find(|s| {
+            s.operation_name == "runc kill"
+                && tag(s, "container.id").as_deref() == Some(container.as_str())
+                && tag(s, "nodetrace.oci.signal").as_deref() == Some("SIGTERM")
+        })
+        .unwrap_or_else(|| panic!("no `runc kill` with SIGTERM; spans:\n{}", describe(&spans)));
+    assert_inside(kill, stop_container, "kill SIGTERM");
+    assert_inside(find(&spans, "runc delete", &container), stop_container, "delete");
+
+    let entrypoint = find(&spans, "container process", &container);
+    assert!(start_container.contains(entrypoint.start_unix_ns), "entrypoint starts in StartContainer");
+    assert!(stop_container.contains(end(entrypoint)), "entrypoint ends in StopContainer");
+    assert_eq!(
+        tag(entrypoint, "process.exit.code"),
+        Some(report.container_exit_code.to_string()),
+        "the entrypoint's exit code is the one the runtime reports"
+    );
+    assert!(tag(entrypoint, "process.command_args").is_some_and(|a| a.contains("trap")));
+
+    // ExecSync: `runc exec` and the process it started, with its exit code.
+    let runc_exec = find(&spans, "runc exec", &container);
+    assert_inside(runc_exec, exec_sync, "runc exec");
+    assert_eq!(tag(runc_exec, "process.exit.code").as_deref(), Some("0"));
+    let exec_process = find(&spans, "exec process", &container);
+    assert_inside(exec_process, exec_sync, "exec process");
+    assert_eq!(tag(exec_process, "process.exit.code").as_deref(), Some("3"));
+    assert!(
+        exec_process.tags.iter().any(|t| t.key == "error" && t.v_bool),
+        "a non-zero exit is an error"
+    );
+
+    // The same spans by pod UID.
+    let by_uid = TraceQuery {
+        pod: PodSelector::parse_uid(&uid).expect("selector"),
+        ..by_name.clone()
+    };
+    let by_uid = client.traces(&by_uid).await.expect("query by uid");
+    let ids = |traces: &[Trace]| {
+        let mut ids: Vec<_> = traces.iter().flat_map(|t| &t.spans).map(|s| s.span_id).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(&by_uid), ids(&traces));
+
+    agent.stop().await;
+    let teardown = testbed.stop().expect("the testbed leaves nothing behind");
+    eprintln!("teardown: {teardown:?}");
+}
