@@ -85,6 +85,9 @@ struct RuntimeRun {
 struct ProcessRun {
     exec: ExecRecord,
     cgroups: Option<String>,
+    /// The container and role, when the runtime run that started the process was still alive
+    /// at its exec (`runc exec` is; `runc create` has exited by the time `runc start` runs it).
+    owner: Option<(String, ProcessRole)>,
 }
 
 #[derive(Debug)]
@@ -186,7 +189,12 @@ impl<N: NodeView> Correlator<N> {
             }
             ExecRole::ContainerProcess => {
                 let cgroups = self.node.process_cgroups(tgid);
-                Run::Process(Box::new(ProcessRun { exec, cgroups }))
+                let owner = self.live_parent_owner(exec.ppid);
+                Run::Process(Box::new(ProcessRun {
+                    exec,
+                    cgroups,
+                    owner,
+                }))
             }
         };
         self.insert_run(tgid, run);
@@ -251,6 +259,20 @@ impl<N: NodeView> Correlator<N> {
         Some(span)
     }
 
+    /// The container a process belongs to when its parent is a live runtime run.
+    fn live_parent_owner(&self, ppid: u32) -> Option<(String, ProcessRole)> {
+        let Some(Run::Runtime(parent)) = self.runs.get(&ppid) else {
+            return None;
+        };
+        let inv = parent.invocation.as_ref().ok()?;
+        let role = match inv.command {
+            OciCommand::Exec(_) => ProcessRole::Exec,
+            OciCommand::Create(_) | OciCommand::Run(_) => ProcessRole::Entrypoint,
+            _ => return None,
+        };
+        Some((inv.container_id()?.to_owned(), role))
+    }
+
     /// After `create`, `run` or `exec`: the pid file names the process the runtime started.
     fn remember_pid_file(&mut self, run: &RuntimeRun) {
         let Ok(inv) = &run.invocation else { return };
@@ -272,10 +294,11 @@ impl<N: NodeView> Correlator<N> {
         }
     }
 
-    /// The container of a container process: from the pid file its runtime wrote, else from
-    /// its cgroup path.
+    /// The container of a container process: from its live runtime parent or the pid file its
+    /// runtime wrote, else from its cgroup path.
     fn attribute_process(&mut self, run: &ProcessRun) -> (Attribution, Option<ProcessRole>) {
-        let owner = self.process_owners.remove(&run.exec.tgid);
+        let recorded = self.process_owners.remove(&run.exec.tgid);
+        let owner = run.owner.clone().or(recorded);
         let from_cgroup = run.cgroups.as_deref().and_then(oci::parse_proc_cgroup);
         let role = owner.as_ref().map(|(_, role)| *role);
         let (container_id, source) = match (owner, &from_cgroup) {

@@ -278,6 +278,36 @@ fn an_exec_process_is_named_as_such() {
 }
 
 #[test]
+fn an_exec_process_that_exits_before_its_runtime_is_named_by_its_parent() {
+    let f = Fixture::new();
+    f.bundle(CONTAINER, false);
+    let mut c = f.correlator();
+    let argv = f.runc(
+        CONTAINER,
+        &[
+            "exec",
+            "--process",
+            "/tmp/p",
+            "--detach",
+            "--pid-file",
+            "/nowhere/exec.pid",
+            CONTAINER,
+        ],
+    );
+    assert!(c.on_event(exec(30, 100, ExecRole::Runtime, argv)).is_none());
+    let mut child = exec(31, 150, ExecRole::ContainerProcess, vec!["true".into()]);
+    if let KernelEvent::Exec(e) = &mut child {
+        e.ppid = 30;
+    }
+    assert!(c.on_event(child).is_none());
+    // The process exits before `runc exec` does, and no pid file can be read.
+    let process = c.on_event(exit(31, 160, 0)).expect("process span");
+    assert_eq!(process.name, "exec process");
+    assert_eq!(process.attr_str(keys::CONTAINER_NAME), Some("app"));
+    assert!(c.on_event(exit(30, 200, 0)).is_some());
+}
+
+#[test]
 fn a_process_without_pid_file_is_attributed_by_its_cgroup() {
     let f = Fixture::new();
     f.node.cgroups.borrow_mut().insert(
@@ -367,12 +397,27 @@ fn a_reused_pid_is_not_evicted_for_its_earlier_run() {
     assert!(c.on_event(exec(7, 1, ExecRole::Runtime, argv())).is_none());
     assert!(c.on_event(exit(7, 2, 0)).is_some());
     for tgid in 200..215 {
-        assert!(c.on_event(exec(tgid, u64::from(tgid), ExecRole::Runtime, argv())).is_none());
+        assert!(
+            c.on_event(exec(tgid, u64::from(tgid), ExecRole::Runtime, argv()))
+                .is_none()
+        );
     }
     // pid 7 again, newer than all of the above; then one run too many.
-    assert!(c.on_event(exec(7, 300, ExecRole::Runtime, argv())).is_none());
-    assert!(c.on_event(exec(216, 301, ExecRole::Runtime, argv())).is_none());
+    assert!(
+        c.on_event(exec(7, 300, ExecRole::Runtime, argv()))
+            .is_none()
+    );
+    assert!(
+        c.on_event(exec(216, 301, ExecRole::Runtime, argv()))
+            .is_none()
+    );
     assert_eq!(c.stats().evicted.load(Ordering::Relaxed), 1);
-    assert!(c.on_event(exit(200, 500, 0)).is_none(), "the oldest run was evicted");
-    assert!(c.on_event(exit(7, 500, 0)).is_some(), "pid 7's second run is still known");
+    assert!(
+        c.on_event(exit(200, 500, 0)).is_none(),
+        "the oldest run was evicted"
+    );
+    assert!(
+        c.on_event(exit(7, 500, 0)).is_some(),
+        "pid 7's second run is still known"
+    );
 }
