@@ -88,11 +88,14 @@ impl Agent {
 }
 
 fn tag(span: &Span, key: &str) -> Option<String> {
-    span.tags.iter().find(|t| t.key == key).map(|t| match t.v_type {
-        2 => t.v_int64.to_string(),
-        1 => t.v_bool.to_string(),
-        _ => t.v_str.clone(),
-    })
+    span.tags
+        .iter()
+        .find(|t| t.key == key)
+        .map(|t| match t.v_type {
+            2 => t.v_int64.to_string(),
+            1 => t.v_bool.to_string(),
+            _ => t.v_str.clone(),
+        })
 }
 
 fn describe(spans: &[&Span]) -> String {
@@ -212,13 +215,28 @@ async fn a_pod_lifecycle_is_traced_end_to_end() {
     let uid = report.pod.uid.clone();
     for span in &spans {
         let what = format!("{} of {:?}", span.operation_name, tag(span, "container.id"));
-        assert_eq!(tag(span, "k8s.pod.uid").as_deref(), Some(uid.as_str()), "{what}");
-        assert_eq!(tag(span, "k8s.namespace.name").as_deref(), Some("e2e"), "{what}");
+        assert_eq!(
+            tag(span, "k8s.pod.uid").as_deref(),
+            Some(uid.as_str()),
+            "{what}"
+        );
+        assert_eq!(
+            tag(span, "k8s.namespace.name").as_deref(),
+            Some("e2e"),
+            "{what}"
+        );
         assert_eq!(tag(span, "k8s.pod.name").as_deref(), Some("web"), "{what}");
         let id = tag(span, "container.id").unwrap_or_default();
-        assert!(id == sandbox || id == container, "{what}: unknown container");
+        assert!(
+            id == sandbox || id == container,
+            "{what}: unknown container"
+        );
         if id == container {
-            assert_eq!(tag(span, "k8s.container.name").as_deref(), Some("main"), "{what}");
+            assert_eq!(
+                tag(span, "k8s.container.name").as_deref(),
+                Some("main"),
+                "{what}"
+            );
             assert_eq!(
                 tag(span, "container.image.name").as_deref(),
                 Some(report.image.as_str()),
@@ -230,20 +248,50 @@ async fn a_pod_lifecycle_is_traced_end_to_end() {
     // The sandbox: created and started by RunPodSandbox, killed and deleted by StopPodSandbox.
     let run_sandbox = window(&report, CriCall::RunPodSandbox);
     let stop_sandbox = window(&report, CriCall::StopPodSandbox);
-    assert_inside(find(&spans, "runc create", &sandbox), run_sandbox, "sandbox create");
-    assert_inside(find(&spans, "runc start", &sandbox), run_sandbox, "sandbox start");
-    assert_inside(find(&spans, "runc kill", &sandbox), stop_sandbox, "sandbox kill");
-    assert_inside(find(&spans, "runc delete", &sandbox), stop_sandbox, "sandbox delete");
+    assert_inside(
+        find(&spans, "runc create", &sandbox),
+        run_sandbox,
+        "sandbox create",
+    );
+    assert_inside(
+        find(&spans, "runc start", &sandbox),
+        run_sandbox,
+        "sandbox start",
+    );
+    assert_inside(
+        find(&spans, "runc kill", &sandbox),
+        stop_sandbox,
+        "sandbox kill",
+    );
+    assert_inside(
+        find(&spans, "runc delete", &sandbox),
+        stop_sandbox,
+        "sandbox delete",
+    );
     let pause = find(&spans, "container process", &sandbox);
-    assert!(run_sandbox.contains(pause.start_unix_ns), "pause starts in RunPodSandbox");
-    assert!(stop_sandbox.contains(end(pause)), "pause ends in StopPodSandbox");
+    assert!(
+        run_sandbox.contains(pause.start_unix_ns),
+        "pause starts in RunPodSandbox"
+    );
+    assert!(
+        stop_sandbox.contains(end(pause)),
+        "pause ends in StopPodSandbox"
+    );
 
     // The container: created and started by StartContainer, stopped by StopContainer.
     let start_container = window(&report, CriCall::StartContainer);
     let stop_container = window(&report, CriCall::StopContainer);
     let exec_sync = window(&report, CriCall::ExecSync);
-    assert_inside(find(&spans, "runc create", &container), start_container, "create");
-    assert_inside(find(&spans, "runc start", &container), start_container, "start");
+    assert_inside(
+        find(&spans, "runc create", &container),
+        start_container,
+        "create",
+    );
+    assert_inside(
+        find(&spans, "runc start", &container),
+        start_container,
+        "start",
+    );
     let kill = spans
         .iter()
         .copied()
@@ -254,11 +302,21 @@ async fn a_pod_lifecycle_is_traced_end_to_end() {
         })
         .unwrap_or_else(|| panic!("no `runc kill` with SIGTERM; spans:\n{}", describe(&spans)));
     assert_inside(kill, stop_container, "kill SIGTERM");
-    assert_inside(find(&spans, "runc delete", &container), stop_container, "delete");
+    assert_inside(
+        find(&spans, "runc delete", &container),
+        stop_container,
+        "delete",
+    );
 
     let entrypoint = find(&spans, "container process", &container);
-    assert!(start_container.contains(entrypoint.start_unix_ns), "entrypoint starts in StartContainer");
-    assert!(stop_container.contains(end(entrypoint)), "entrypoint ends in StopContainer");
+    assert!(
+        start_container.contains(entrypoint.start_unix_ns),
+        "entrypoint starts in StartContainer"
+    );
+    assert!(
+        stop_container.contains(end(entrypoint)),
+        "entrypoint ends in StopContainer"
+    );
     assert_eq!(
         tag(entrypoint, "process.exit.code"),
         Some(report.container_exit_code.to_string()),
@@ -274,7 +332,10 @@ async fn a_pod_lifecycle_is_traced_end_to_end() {
     assert_inside(exec_process, exec_sync, "exec process");
     assert_eq!(tag(exec_process, "process.exit.code").as_deref(), Some("3"));
     assert!(
-        exec_process.tags.iter().any(|t| t.key == "error" && t.v_bool),
+        exec_process
+            .tags
+            .iter()
+            .any(|t| t.key == "error" && t.v_bool),
         "a non-zero exit is an error"
     );
 
@@ -285,7 +346,11 @@ async fn a_pod_lifecycle_is_traced_end_to_end() {
     };
     let by_uid = client.traces(&by_uid).await.expect("query by uid");
     let ids = |traces: &[Trace]| {
-        let mut ids: Vec<_> = traces.iter().flat_map(|t| &t.spans).map(|s| s.span_id).collect();
+        let mut ids: Vec<_> = traces
+            .iter()
+            .flat_map(|t| &t.spans)
+            .map(|s| s.span_id)
+            .collect();
         ids.sort();
         ids
     };

@@ -1,5 +1,6 @@
 //! `cargo xtask`: every project workflow one command away (setup, test, demo).
 
+mod demo;
 mod setup;
 mod test;
 
@@ -18,6 +19,8 @@ enum Command {
     Setup,
     /// Everything CI checks: fmt, clippy, unit, root integration and end-to-end tests.
     Test,
+    /// Start a private containerd and the agent, run a sample pod lifecycle, print its trace.
+    Demo(demo::DemoArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -26,6 +29,10 @@ fn main() -> anyhow::Result<()> {
         Command::Test => {
             setup::run()?;
             test::run()
+        }
+        Command::Demo(args) => {
+            setup::run()?;
+            demo::run(args)
         }
     }
 }

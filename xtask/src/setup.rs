@@ -8,12 +8,21 @@ use std::{
 
 /// Debian packages the build, the tests and the demo use, with why.
 const DEBIAN_PACKAGES: &[(&str, &str)] = &[
-    ("containerd", "the container runtime the end-to-end tests and the demo drive"),
+    (
+        "containerd",
+        "the container runtime the end-to-end tests and the demo drive",
+    ),
     ("runc", "the OCI runtime nodetrace traces"),
     ("busybox-static", "the static busybox inside the test image"),
-    ("gcc", "builds the static pause program of the sandbox image"),
+    (
+        "gcc",
+        "builds the static pause program of the sandbox image",
+    ),
     ("libc6-dev", "static libc for the pause program"),
-    ("protobuf-compiler", "protoc, which the k8s-cri crate of the CRI client needs to build"),
+    (
+        "protobuf-compiler",
+        "protoc, which the k8s-cri crate of the CRI client needs to build",
+    ),
 ];
 
 /// The bpf-linker release known to work with the toolchain's LLVM (RUNTIME-FACTS.md).
@@ -87,7 +96,9 @@ fn bpf_linker() -> anyhow::Result<()> {
     let prefix_lib = prefix.join("lib");
     std::fs::create_dir_all(&prefix_lib)
         .with_context(|| format!("cannot create {}", prefix_lib.display()))?;
-    let file_name = llvm_lib.file_name().context("libLLVM path without a file name")?;
+    let file_name = llvm_lib
+        .file_name()
+        .context("libLLVM path without a file name")?;
     for link in [Path::new("libLLVM.so"), Path::new(file_name)] {
         let link = prefix_lib.join(link);
         let _ = std::fs::remove_file(&link);

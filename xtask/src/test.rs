@@ -4,7 +4,10 @@ use anyhow::{Context as _, bail};
 use std::process::Command;
 
 pub fn run() -> anyhow::Result<()> {
-    cargo(&["fmt", "--all", "--", "--check"], "formatting (run `cargo fmt --all`)")?;
+    cargo(
+        &["fmt", "--all", "--", "--check"],
+        "formatting (run `cargo fmt --all`)",
+    )?;
     cargo(
         &["clippy", "--all-targets", "--", "-D", "warnings"],
         "clippy lints",

@@ -50,7 +50,7 @@ fn find_member(btf: &Btf, strukt: &btf_rs::Struct, wanted: &str, base_bits: u32)
         let bits = base_bits + m.bit_offset();
         let name = m.get_name_offset().and_then(|_| btf.resolve_name(m).ok());
         match name.as_deref() {
-            Some(n) if n == wanted => return (bits % 8 == 0).then_some(bits / 8),
+            Some(n) if n == wanted => return bits.is_multiple_of(8).then_some(bits / 8),
             Some(n) if !n.is_empty() => continue,
             _ => {
                 // Anonymous struct or union: its members belong to the outer struct.
