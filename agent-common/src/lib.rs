@@ -24,6 +24,10 @@ pub enum EventKind {
     Exec = 1,
     /// An [`ExitEvent`].
     Exit = 2,
+    /// A [`CriEvent`] written at the entry of a CRI handler (request fields).
+    CriStart = 3,
+    /// A [`CriEvent`] written at a RET of a CRI handler (response fields, error flag).
+    CriEnd = 4,
 }
 
 /// Why the kernel side reported an exec.
@@ -103,7 +107,7 @@ pub const DROP_RINGBUF_FULL: u32 = 0;
 /// Index of the counter of failed inserts into the tracked-process map (map full).
 pub const DROP_TRACKED_MAP_FULL: u32 = 1;
 /// Number of counters in the drop-counter map.
-pub const DROP_COUNTERS: u32 = 2;
+pub const DROP_COUNTERS: u32 = 4;
 
 /// Byte offsets into kernel structures, read from the kernel's BTF by the agent and set as
 /// read-only globals of the eBPF object before it is loaded.
@@ -124,8 +128,238 @@ pub struct KernelOffsets {
     pub mm_arg_end: u32,
 }
 
+/// CRI methods the uprobes report, as numbered in cookies and events.
+#[repr(u32)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum CriMethod {
+    RunPodSandbox = 1,
+    StopPodSandbox = 2,
+    RemovePodSandbox = 3,
+    CreateContainer = 4,
+    StartContainer = 5,
+    StopContainer = 6,
+    RemoveContainer = 7,
+    PullImage = 8,
+    ExecSync = 9,
+    // Polled by kubelet every second or so: counted, not traced.
+    PodSandboxStatus = 32,
+    ContainerStatus = 33,
+    ListPodSandbox = 34,
+    ListContainers = 35,
+    ImageStatus = 36,
+    ListImages = 37,
+    Version = 38,
+    Status = 39,
+    ContainerStats = 40,
+    ListContainerStats = 41,
+}
+
+impl CriMethod {
+    /// Every method, traced ones first.
+    pub const ALL: [CriMethod; 19] = [
+        Self::RunPodSandbox,
+        Self::StopPodSandbox,
+        Self::RemovePodSandbox,
+        Self::CreateContainer,
+        Self::StartContainer,
+        Self::StopContainer,
+        Self::RemoveContainer,
+        Self::PullImage,
+        Self::ExecSync,
+        Self::PodSandboxStatus,
+        Self::ContainerStatus,
+        Self::ListPodSandbox,
+        Self::ListContainers,
+        Self::ImageStatus,
+        Self::ListImages,
+        Self::Version,
+        Self::Status,
+        Self::ContainerStats,
+        Self::ListContainerStats,
+    ];
+
+    pub fn from_u32(value: u32) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| *m as u32 == value)
+    }
+
+    /// The gRPC method name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::RunPodSandbox => "RunPodSandbox",
+            Self::StopPodSandbox => "StopPodSandbox",
+            Self::RemovePodSandbox => "RemovePodSandbox",
+            Self::CreateContainer => "CreateContainer",
+            Self::StartContainer => "StartContainer",
+            Self::StopContainer => "StopContainer",
+            Self::RemoveContainer => "RemoveContainer",
+            Self::PullImage => "PullImage",
+            Self::ExecSync => "ExecSync",
+            Self::PodSandboxStatus => "PodSandboxStatus",
+            Self::ContainerStatus => "ContainerStatus",
+            Self::ListPodSandbox => "ListPodSandbox",
+            Self::ListContainers => "ListContainers",
+            Self::ImageStatus => "ImageStatus",
+            Self::ListImages => "ListImages",
+            Self::Version => "Version",
+            Self::Status => "Status",
+            Self::ContainerStats => "ContainerStats",
+            Self::ListContainerStats => "ListContainerStats",
+        }
+    }
+
+    /// Whether calls of this method become spans (the others are only counted).
+    pub fn is_traced(self) -> bool {
+        (self as u32) < 32
+    }
+}
+
+/// Size of the per-method call-counter map (indexed by the method number).
+pub const CRI_METHOD_SLOTS: u32 = 64;
+/// Cookie bit: the uprobe sits on a RET of the handler, not its entry.
+pub const CRI_COOKIE_RETURN: u64 = 1 << 8;
+/// Cookie bit: only count the call (polled methods).
+pub const CRI_COOKIE_COUNT_ONLY: u64 = 1 << 9;
+/// Mask of the method number in a cookie.
+pub const CRI_COOKIE_METHOD_MASK: u64 = 0xff;
+
+/// Bytes kept of one string field of a CRI request or response.
+pub const CRI_STR_MAX: usize = 256;
+/// String fields carried by a [`CriEvent`].
+pub const CRI_STR_SLOTS: usize = 5;
+/// Flag in [`CriEvent::flags`]: the handler returned a non-nil error.
+pub const CRI_FLAG_ERROR: u32 = 1;
+
+/// What string slot and number slot carry, per method (the same layout in start and end
+/// events; the end event fills only the response slot).
+pub mod cri_slots {
+    /// RunPodSandbox: pod name, UID, namespace, runtime handler; response sandbox id.
+    pub const POD_NAME: usize = 0;
+    pub const POD_UID: usize = 1;
+    pub const POD_NAMESPACE: usize = 2;
+    pub const RUNTIME_HANDLER: usize = 3;
+    /// The id a request names (container or sandbox), or CreateContainer's sandbox id.
+    pub const ID: usize = 0;
+    /// CreateContainer: container name, image.
+    pub const CONTAINER_NAME: usize = 1;
+    pub const IMAGE: usize = 2;
+    /// PullImage: the image reference asked for.
+    pub const IMAGE_REF: usize = 0;
+    /// Response field: sandbox id, container id or image ref.
+    pub const RESPONSE: usize = 4;
+    /// Numbers: attempt (RunPodSandbox, CreateContainer) or timeout (StopContainer, ExecSync).
+    pub const NUMBER: usize = 0;
+}
+
+/// Entry or exit of one CRI handler call.
+#[repr(C)]
+#[derive(Copy, Clone)]
+pub struct CriEvent {
+    pub header: EventHeader,
+    /// The goroutine (its `g` pointer, from R14), which keys entry to exit.
+    pub goroutine: u64,
+    /// A [`CriMethod`] value.
+    pub method: u32,
+    /// `CRI_FLAG_*` bits.
+    pub flags: u32,
+    pub numbers: [u64; 2],
+    pub lens: [u32; CRI_STR_SLOTS],
+    pub _pad: u32,
+    pub strs: [[u8; CRI_STR_MAX]; CRI_STR_SLOTS],
+}
+
+/// Marks an offset the binary did not tell (the field is then not read).
+pub const CRI_OFFSET_UNKNOWN: u32 = u32::MAX;
+
+/// Offsets of the CRI request/response fields in the runtime binary's generated types, read
+/// from its own getters by the agent and stored in a one-element array map.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct CriOffsets {
+    pub run_config: u32,
+    pub run_runtime_handler: u32,
+    pub sandbox_config_metadata: u32,
+    pub sandbox_meta_name: u32,
+    pub sandbox_meta_uid: u32,
+    pub sandbox_meta_namespace: u32,
+    pub sandbox_meta_attempt: u32,
+    pub run_response_sandbox_id: u32,
+    pub create_sandbox_id: u32,
+    pub create_config: u32,
+    pub container_config_metadata: u32,
+    pub container_config_image: u32,
+    pub container_meta_name: u32,
+    pub container_meta_attempt: u32,
+    pub image_spec_image: u32,
+    pub create_response_container_id: u32,
+    pub start_container_id: u32,
+    pub stop_container_id: u32,
+    pub stop_timeout: u32,
+    pub remove_container_id: u32,
+    pub stop_sandbox_id: u32,
+    pub remove_sandbox_id: u32,
+    pub pull_image: u32,
+    pub pull_response_image_ref: u32,
+    pub exec_sync_container_id: u32,
+    pub exec_sync_timeout: u32,
+}
+
+impl CriOffsets {
+    /// Every offset unknown.
+    pub const UNKNOWN: CriOffsets = CriOffsets {
+        run_config: CRI_OFFSET_UNKNOWN,
+        run_runtime_handler: CRI_OFFSET_UNKNOWN,
+        sandbox_config_metadata: CRI_OFFSET_UNKNOWN,
+        sandbox_meta_name: CRI_OFFSET_UNKNOWN,
+        sandbox_meta_uid: CRI_OFFSET_UNKNOWN,
+        sandbox_meta_namespace: CRI_OFFSET_UNKNOWN,
+        sandbox_meta_attempt: CRI_OFFSET_UNKNOWN,
+        run_response_sandbox_id: CRI_OFFSET_UNKNOWN,
+        create_sandbox_id: CRI_OFFSET_UNKNOWN,
+        create_config: CRI_OFFSET_UNKNOWN,
+        container_config_metadata: CRI_OFFSET_UNKNOWN,
+        container_config_image: CRI_OFFSET_UNKNOWN,
+        container_meta_name: CRI_OFFSET_UNKNOWN,
+        container_meta_attempt: CRI_OFFSET_UNKNOWN,
+        image_spec_image: CRI_OFFSET_UNKNOWN,
+        create_response_container_id: CRI_OFFSET_UNKNOWN,
+        start_container_id: CRI_OFFSET_UNKNOWN,
+        stop_container_id: CRI_OFFSET_UNKNOWN,
+        stop_timeout: CRI_OFFSET_UNKNOWN,
+        remove_container_id: CRI_OFFSET_UNKNOWN,
+        stop_sandbox_id: CRI_OFFSET_UNKNOWN,
+        remove_sandbox_id: CRI_OFFSET_UNKNOWN,
+        pull_image: CRI_OFFSET_UNKNOWN,
+        pull_response_image_ref: CRI_OFFSET_UNKNOWN,
+        exec_sync_container_id: CRI_OFFSET_UNKNOWN,
+        exec_sync_timeout: CRI_OFFSET_UNKNOWN,
+    };
+}
+
+/// Key of an in-flight CRI call.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct CriCallKey {
+    pub tgid: u32,
+    pub _pad: u32,
+    pub goroutine: u64,
+}
+
+/// Value of an in-flight CRI call.
+#[repr(C)]
+#[derive(Copy, Clone, Debug)]
+pub struct CriInflight {
+    pub method: u32,
+    pub _pad: u32,
+    pub start_ktime_ns: u64,
+}
+
+/// Index of the counter of CRI entries dropped because the in-flight map was full.
+pub const DROP_CRI_INFLIGHT_FULL: u32 = 2;
+
 #[cfg(feature = "user")]
 mod pod_impls {
     // SAFETY: plain #[repr(C)] data without padding-dependent invariants.
     unsafe impl aya::Pod for super::KernelOffsets {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::CriOffsets {}
 }

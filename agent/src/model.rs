@@ -221,6 +221,14 @@ pub mod keys {
     pub const RPC_SYSTEM: &str = "rpc.system";
     pub const RPC_SERVICE: &str = "rpc.service";
     pub const RPC_METHOD: &str = "rpc.method";
+    /// The pod sandbox a CRI call is about.
+    pub const SANDBOX_ID: &str = "k8s.pod.sandbox.id";
+    /// The runtime handler (RuntimeClass) asked for in RunPodSandbox.
+    pub const RUNTIME_HANDLER: &str = "nodetrace.cri.runtime_handler";
+    /// The attempt number of a sandbox or container (restarts count up).
+    pub const ATTEMPT: &str = "nodetrace.cri.attempt";
+    /// The timeout a StopContainer or ExecSync request gave, in seconds.
+    pub const TIMEOUT_SECONDS: &str = "nodetrace.cri.timeout_seconds";
     /// The OCI runtime verb (`create`, `start`, `kill`, ...).
     pub const OCI_VERB: &str = "nodetrace.oci.verb";
     /// The signal a `kill` sent.

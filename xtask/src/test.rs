@@ -18,7 +18,52 @@ pub fn run() -> anyhow::Result<()> {
             "[xtask test] not root: the eBPF, containerd and end-to-end tests will skip themselves"
         );
     }
-    cargo(&["test", "--", "--test-threads=1"], "tests")
+    run_tests()
+}
+
+/// Runs the test suites, passing their output through, and closes with one summary line.
+fn run_tests() -> anyhow::Result<()> {
+    use std::io::{BufRead as _, BufReader};
+    let args = ["test", "--", "--test-threads=1"];
+    eprintln!("[xtask test] cargo {}", args.join(" "));
+    let mut child = Command::new(env!("CARGO"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("cannot run cargo test")?;
+    let stdout = child.stdout.take().context("no stdout from cargo test")?;
+    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading cargo test output")?;
+        println!("{line}");
+        if let Some(counts) = line.strip_prefix("test result: ") {
+            passed += count(counts, " passed");
+            failed += count(counts, " failed");
+            ignored += count(counts, " ignored");
+        }
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    println!("tests: {passed} passed, {failed} failed, {ignored} skipped");
+    if !status.success() {
+        bail!("tests failed (cargo {})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// The number before `label` in a `test result:` line (`ok. 12 passed; 0 failed; ...`).
+fn count(counts: &str, label: &str) -> u64 {
+    counts
+        .split(';')
+        .find_map(|part| {
+            part.trim()
+                .trim_start_matches("ok. ")
+                .trim_start_matches("FAILED. ")
+                .strip_suffix(label)?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
 }
 
 fn cargo(args: &[&str], what: &str) -> anyhow::Result<()> {

@@ -6,6 +6,7 @@
 //! but marked as not attributed. A container process is tied to its container by the pid file
 //! its runtime wrote, else by its cgroup path.
 
+mod cri;
 mod node;
 mod spans;
 
@@ -36,6 +37,8 @@ pub struct CorrelatorConfig {
     pub max_pending: usize,
     /// Most containers remembered for attribution.
     pub max_containers: usize,
+    /// Service name of CRI spans until the runtime is known (`containerd`, `cri-o`).
+    pub cri_service: String,
 }
 
 impl Default for CorrelatorConfig {
@@ -44,6 +47,7 @@ impl Default for CorrelatorConfig {
             node_name: String::new(),
             max_pending: 16_384,
             max_containers: 16_384,
+            cri_service: "containerd".to_owned(),
         }
     }
 }
@@ -56,7 +60,8 @@ pub struct CorrelatorStats {
     pub unattributed: AtomicU64,
     /// Runtime command lines that did not parse.
     pub unparsed: AtomicU64,
-    /// Exits of processes whose exec was not seen (e.g. started before the agent).
+    /// Exits of processes, or returns of CRI calls, whose start was not seen (e.g. it came
+    /// before the agent).
     pub unmatched_exits: AtomicU64,
     /// Runs forgotten because too many were pending.
     pub evicted: AtomicU64,
@@ -122,6 +127,7 @@ pub struct Correlator<N: NodeView> {
     containers: ContainerCache,
     /// pid → the container and role its runtime's pid file named.
     process_owners: HashMap<u32, (String, ProcessRole)>,
+    cri: cri::CriCalls,
     stats: Arc<CorrelatorStats>,
 }
 
@@ -131,6 +137,7 @@ impl<N: NodeView> Correlator<N> {
             node,
             clock,
             containers: ContainerCache::new(config.max_containers),
+            cri: cri::CriCalls::new(&config.cri_service),
             config,
             runs: HashMap::new(),
             run_order: VecDeque::new(),
@@ -143,15 +150,41 @@ impl<N: NodeView> Correlator<N> {
         self.stats.clone()
     }
 
+    /// Names the runtime whose CRI calls are traced (the service of CRI spans).
+    pub fn set_cri_service(&mut self, service: &str) {
+        self.cri.set_service(service);
+    }
+
     /// Feeds one event; returns the span it completes, if any.
     pub fn on_event(&mut self, event: KernelEvent) -> Option<Span> {
-        match event {
+        let span = match event {
             KernelEvent::Exec(exec) => {
                 self.on_exec(exec);
-                None
+                return None;
             }
             KernelEvent::Exit(exit) => self.on_exit(&exit),
+            KernelEvent::CriStart(start) => {
+                self.cri.on_start(&start, &self.clock, &mut self.containers);
+                return None;
+            }
+            KernelEvent::CriEnd(end) => {
+                let span = self.cri.on_end(
+                    &end,
+                    &self.clock,
+                    &mut self.containers,
+                    &self.config.node_name,
+                );
+                if span.is_none() {
+                    self.stats.unmatched_exits.fetch_add(1, Ordering::Relaxed);
+                }
+                span
+            }
+        }?;
+        self.stats.spans.fetch_add(1, Ordering::Relaxed);
+        if span.pod.is_none() {
+            self.stats.unattributed.fetch_add(1, Ordering::Relaxed);
         }
+        Some(span)
     }
 
     fn on_exec(&mut self, exec: ExecRecord) {
@@ -234,7 +267,7 @@ impl<N: NodeView> Correlator<N> {
             self.stats.unmatched_exits.fetch_add(1, Ordering::Relaxed);
             return None;
         };
-        let span = match run {
+        let mut span = match run {
             Run::Runtime(run) => {
                 self.remember_pid_file(&run);
                 spans::runtime_span(&run, exit, &self.clock, &self.config.node_name)
@@ -252,9 +285,9 @@ impl<N: NodeView> Correlator<N> {
                 )
             }
         };
-        self.stats.spans.fetch_add(1, Ordering::Relaxed);
-        if span.pod.is_none() {
-            self.stats.unattributed.fetch_add(1, Ordering::Relaxed);
+        if let Some((parent, trace_id)) = self.cri.parent_of(&span) {
+            span.parent_span_id = Some(parent);
+            span.trace_id = trace_id;
         }
         Some(span)
     }

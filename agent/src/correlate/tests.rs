@@ -2,11 +2,12 @@
 //! temporary directory and a node whose pid files and cgroups the test chooses.
 
 use super::*;
+use crate::ebpf::CriRecord;
 use crate::{
     ebpf::{ExecRecord, ExitRecord},
     model::{SpanStatus, TraceId, keys},
 };
-use nodetrace_common::TrackedKind;
+use nodetrace_common::{CriMethod, TrackedKind, cri_slots};
 use std::{cell::RefCell, collections::HashMap, path::PathBuf};
 
 const POD_UID: &str = "6f2b7d3a-1c9e-4b8f-9a0d-2e5f7c1b3a94";
@@ -50,6 +51,7 @@ impl Fixture {
                 node_name: "node-a".to_owned(),
                 max_pending: 16,
                 max_containers: 16,
+                ..CorrelatorConfig::default()
             },
         )
     }
@@ -420,4 +422,161 @@ fn a_reused_pid_is_not_evicted_for_its_earlier_run() {
         c.on_event(exit(7, 500, 0)).is_some(),
         "pid 7's second run is still known"
     );
+}
+
+fn cri(
+    start: bool,
+    method: CriMethod,
+    goroutine: u64,
+    ktime_ns: u64,
+    fields: &[(usize, &str)],
+) -> KernelEvent {
+    let mut record = CriRecord {
+        tgid: 900,
+        goroutine,
+        ktime_ns,
+        method,
+        error: false,
+        strings: Default::default(),
+        numbers: [1, 0],
+    };
+    for (slot, value) in fields {
+        record.strings[*slot] = (*value).to_owned();
+    }
+    if start {
+        KernelEvent::CriStart(record)
+    } else {
+        KernelEvent::CriEnd(record)
+    }
+}
+
+#[test]
+fn cri_calls_become_spans_and_parent_the_runc_runs_they_cause() {
+    let f = Fixture::new();
+    let sandbox_bundle = f.bundle(SANDBOX, true);
+    let container_bundle = f.bundle(CONTAINER, false);
+    let mut c = f.correlator();
+
+    // RunPodSandbox: the request names the pod; runc create runs inside; the response names
+    // the sandbox.
+    let pod_fields = [
+        (cri_slots::POD_NAME, "web-0"),
+        (cri_slots::POD_UID, POD_UID),
+        (cri_slots::POD_NAMESPACE, "shop"),
+    ];
+    assert!(
+        c.on_event(cri(true, CriMethod::RunPodSandbox, 1, 10_000, &pod_fields))
+            .is_none()
+    );
+    let b = sandbox_bundle.to_str().expect("utf-8");
+    let create = run_once(
+        &mut c,
+        50,
+        f.runc(SANDBOX, &["create", "--bundle", b, SANDBOX]),
+        0,
+    );
+    let run = c
+        .on_event(cri(
+            false,
+            CriMethod::RunPodSandbox,
+            1,
+            90_000,
+            &[(cri_slots::RESPONSE, SANDBOX)],
+        ))
+        .expect("RunPodSandbox span");
+    assert_eq!(run.name, "RunPodSandbox");
+    assert_eq!(run.service, "containerd");
+    assert_eq!(run.trace_id, TraceId::from_pod_uid(POD_UID));
+    assert_eq!(run.attr_str(keys::RPC_METHOD), Some("RunPodSandbox"));
+    assert_eq!(run.attr_str(keys::SANDBOX_ID), Some(SANDBOX));
+    assert_eq!(run.attr_int(keys::ATTEMPT), Some(1));
+    assert_eq!(run.duration_ns(), 80_000);
+    assert_eq!(
+        create.parent_span_id,
+        Some(run.span_id),
+        "runc create hangs under RunPodSandbox"
+    );
+
+    // CreateContainer learns the container id; StartContainer is tied to the pod through it.
+    let create_fields = [
+        (cri_slots::ID, SANDBOX),
+        (cri_slots::CONTAINER_NAME, "app"),
+        (cri_slots::IMAGE, "busybox:1"),
+    ];
+    assert!(
+        c.on_event(cri(
+            true,
+            CriMethod::CreateContainer,
+            2,
+            100_000,
+            &create_fields
+        ))
+        .is_none()
+    );
+    let created = c
+        .on_event(cri(
+            false,
+            CriMethod::CreateContainer,
+            2,
+            110_000,
+            &[(cri_slots::RESPONSE, CONTAINER)],
+        ))
+        .expect("CreateContainer span");
+    assert_eq!(created.pod.as_ref().map(|p| p.name.as_str()), Some("web-0"));
+    assert_eq!(created.attr_str(keys::CONTAINER_ID), Some(CONTAINER));
+    assert_eq!(created.attr_str(keys::CONTAINER_NAME), Some("app"));
+
+    assert!(
+        c.on_event(cri(
+            true,
+            CriMethod::StartContainer,
+            3,
+            120_000,
+            &[(cri_slots::ID, CONTAINER)]
+        ))
+        .is_none()
+    );
+    let cb = container_bundle.to_str().expect("utf-8");
+    let runc_create = run_once(
+        &mut c,
+        130,
+        f.runc(CONTAINER, &["create", "--bundle", cb, CONTAINER]),
+        0,
+    );
+    let started = c
+        .on_event(cri(false, CriMethod::StartContainer, 3, 200_000, &[]))
+        .expect("StartContainer span");
+    assert_eq!(started.attr_str(keys::CONTAINER_NAME), Some("app"));
+    assert_eq!(started.pod.as_ref().map(|p| p.uid.as_str()), Some(POD_UID));
+    assert_eq!(runc_create.parent_span_id, Some(started.span_id));
+    // A run after the call ended has no parent.
+    let late = run_once(&mut c, 300, f.runc(CONTAINER, &["state", CONTAINER]), 0);
+    assert_eq!(late.parent_span_id, None);
+}
+
+#[test]
+fn a_failed_cri_call_is_an_error_span_and_a_return_without_entry_is_counted() {
+    let f = Fixture::new();
+    let mut c = f.correlator();
+    assert!(
+        c.on_event(cri(
+            true,
+            CriMethod::CreateContainer,
+            7,
+            1_000,
+            &[(cri_slots::ID, SANDBOX)]
+        ))
+        .is_none()
+    );
+    let mut end = cri(false, CriMethod::CreateContainer, 7, 2_000, &[]);
+    if let KernelEvent::CriEnd(record) = &mut end {
+        record.error = true;
+    }
+    let span = c.on_event(end).expect("span");
+    assert!(matches!(span.status, SpanStatus::Error(_)));
+    assert!(
+        c.on_event(cri(false, CriMethod::StopContainer, 8, 3_000, &[]))
+            .is_none()
+    );
+    assert_eq!(c.stats().unmatched_exits.load(Ordering::Relaxed), 1);
 }

@@ -1,8 +1,8 @@
 //! Owned, validated forms of the ring-buffer records defined in `nodetrace-common`.
 
 use nodetrace_common::{
-    ARGV_MAX_ARGS, EXEC_FLAG_ARGV_TRUNCATED, EventHeader, EventKind, ExecEvent, ExecRole,
-    ExitEvent, TrackedKind,
+    ARGV_MAX_ARGS, CRI_FLAG_ERROR, CRI_STR_SLOTS, CriEvent, CriMethod, EXEC_FLAG_ARGV_TRUNCATED,
+    EventHeader, EventKind, ExecEvent, ExecRole, ExitEvent, TrackedKind,
 };
 
 use super::EbpfError;
@@ -35,20 +35,29 @@ pub struct ExitRecord {
     pub tracked: TrackedKind,
 }
 
+/// The entry or the return of a CRI handler.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CriRecord {
+    /// The runtime process.
+    pub tgid: u32,
+    /// The goroutine that ran the call (keys entry to return).
+    pub goroutine: u64,
+    pub ktime_ns: u64,
+    pub method: CriMethod,
+    /// The handler returned an error (return records only).
+    pub error: bool,
+    /// String fields by `nodetrace_common::cri_slots` slot; empty when not read.
+    pub strings: [String; CRI_STR_SLOTS],
+    pub numbers: [u64; 2],
+}
+
 /// One decoded ring-buffer record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KernelEvent {
     Exec(ExecRecord),
     Exit(ExitRecord),
-}
-
-impl KernelEvent {
-    pub fn tgid(&self) -> u32 {
-        match self {
-            Self::Exec(e) => e.tgid,
-            Self::Exit(e) => e.tgid,
-        }
-    }
+    CriStart(CriRecord),
+    CriEnd(CriRecord),
 }
 
 fn bad(reason: impl Into<String>) -> EbpfError {
@@ -78,6 +87,12 @@ pub fn parse_record(bytes: &[u8]) -> Result<KernelEvent, EbpfError> {
         }
         k if k == EventKind::Exit as u32 => {
             parse_exit(&read::<ExitEvent>(bytes)?).map(KernelEvent::Exit)
+        }
+        k if k == EventKind::CriStart as u32 => {
+            parse_cri(&read::<CriEvent>(bytes)?).map(KernelEvent::CriStart)
+        }
+        k if k == EventKind::CriEnd as u32 => {
+            parse_cri(&read::<CriEvent>(bytes)?).map(KernelEvent::CriEnd)
         }
         other => Err(bad(format!("unknown event kind {other}"))),
     }
@@ -143,6 +158,27 @@ fn parse_exit(e: &ExitEvent) -> Result<ExitRecord, EbpfError> {
         exit_status: (signal == 0).then_some(((e.exit_code >> 8) & 0xff) as i32),
         signal: (signal != 0).then_some(signal),
         tracked,
+    })
+}
+
+fn parse_cri(e: &CriEvent) -> Result<CriRecord, EbpfError> {
+    let method = CriMethod::from_u32(e.method)
+        .ok_or_else(|| bad(format!("unknown CRI method {}", e.method)))?;
+    let mut strings: [String; CRI_STR_SLOTS] = Default::default();
+    for (slot, out) in strings.iter_mut().enumerate() {
+        let bytes = e.strs[slot]
+            .get(..e.lens[slot] as usize)
+            .ok_or_else(|| bad(format!("CRI string length {} out of bounds", e.lens[slot])))?;
+        *out = String::from_utf8_lossy(bytes).into_owned();
+    }
+    Ok(CriRecord {
+        tgid: e.header.tgid,
+        goroutine: e.goroutine,
+        ktime_ns: e.header.ktime_ns,
+        method,
+        error: e.flags & CRI_FLAG_ERROR != 0,
+        strings,
+        numbers: e.numbers,
     })
 }
 
@@ -238,6 +274,46 @@ mod tests {
             panic!("not an exit");
         };
         assert_eq!((killed.exit_status, killed.signal), (None, Some(9)));
+    }
+
+    #[test]
+    fn decodes_a_cri_record() {
+        let mut event = CriEvent {
+            header: EventHeader {
+                kind: EventKind::CriStart as u32,
+                tgid: 3,
+                ktime_ns: 11,
+            },
+            goroutine: 0xc000_1000,
+            method: CriMethod::RunPodSandbox as u32,
+            flags: CRI_FLAG_ERROR,
+            numbers: [2, 0],
+            lens: [3, 0, 0, 0, 0],
+            _pad: 0,
+            strs: [[0; nodetrace_common::CRI_STR_MAX]; CRI_STR_SLOTS],
+        };
+        event.strs[0][..3].copy_from_slice(b"web");
+        // SAFETY: viewing a plain-data struct as bytes.
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&raw const event).cast::<u8>(), size_of::<CriEvent>())
+        };
+        let KernelEvent::CriStart(cri) = parse_record(bytes).expect("valid") else {
+            panic!("not a CRI start");
+        };
+        assert_eq!(cri.method, CriMethod::RunPodSandbox);
+        assert_eq!(cri.strings[0], "web");
+        assert!(cri.strings[1].is_empty());
+        assert!(cri.error);
+        assert_eq!((cri.goroutine, cri.numbers[0]), (0xc000_1000, 2));
+        event.lens[1] = 9999;
+        // SAFETY: as above.
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&raw const event).cast::<u8>(), size_of::<CriEvent>())
+        };
+        assert!(
+            parse_record(bytes).is_err(),
+            "a length beyond the slot is rejected"
+        );
     }
 
     #[test]

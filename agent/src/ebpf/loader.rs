@@ -3,9 +3,9 @@
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    programs::{TracePoint, UProbe},
 };
-use nodetrace_common::{DROP_RINGBUF_FULL, DROP_TRACKED_MAP_FULL};
+use nodetrace_common::{DROP_CRI_INFLIGHT_FULL, DROP_RINGBUF_FULL, DROP_TRACKED_MAP_FULL};
 use std::path::Path;
 
 use super::{EbpfError, ensure_tracefs, kernel_offsets};
@@ -27,7 +27,12 @@ pub struct KernelDrops {
     pub ringbuf_full: u64,
     /// Processes not followed because the tracked-process map was full.
     pub tracked_map_full: u64,
+    /// CRI calls not followed because the in-flight map was full.
+    pub cri_inflight_full: u64,
 }
+
+/// The uprobe programs for CRI handlers: loaded at start, attached once a runtime is found.
+pub const CRI_PROGRAMS: [&str; 2] = ["cri_entry", "cri_return"];
 
 /// The loaded and attached programs; detached when dropped.
 pub struct KernelProbes {
@@ -68,6 +73,23 @@ impl KernelProbes {
                 .map_err(program_error)?;
             attached.push(format!("tracepoint/{category}/{tracepoint}"));
         }
+        for name in CRI_PROGRAMS {
+            let program: &mut UProbe = ebpf
+                .program_mut(name)
+                .ok_or_else(|| EbpfError::Missing {
+                    what: "program",
+                    name: name.to_owned(),
+                })?
+                .try_into()
+                .map_err(|source| EbpfError::Program {
+                    name: name.to_owned(),
+                    source,
+                })?;
+            program.load().map_err(|source| EbpfError::Program {
+                name: name.to_owned(),
+                source,
+            })?;
+        }
         let events = ebpf.take_map("EVENTS").ok_or_else(|| EbpfError::Missing {
             what: "map",
             name: "EVENTS".to_owned(),
@@ -82,6 +104,14 @@ impl KernelProbes {
     /// What is attached, for readiness reports.
     pub fn attached(&self) -> &[String] {
         &self.attached
+    }
+
+    pub(super) fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
+    pub(super) fn ebpf(&self) -> &Ebpf {
+        &self.ebpf
     }
 
     /// Sums the per-CPU drop counters.
@@ -101,6 +131,7 @@ impl KernelProbes {
         Ok(KernelDrops {
             ringbuf_full: sum(DROP_RINGBUF_FULL)?,
             tracked_map_full: sum(DROP_TRACKED_MAP_FULL)?,
+            cri_inflight_full: sum(DROP_CRI_INFLIGHT_FULL)?,
         })
     }
 }

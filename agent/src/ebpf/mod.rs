@@ -7,13 +7,15 @@ mod loader;
 mod offsets;
 mod reader;
 mod tracefs;
+mod uprobes;
 
 pub use clock::WallClock;
-pub use events::{ExecRecord, ExitRecord, KernelEvent, parse_record};
+pub use events::{CriRecord, ExecRecord, ExitRecord, KernelEvent, parse_record};
 pub use loader::{KernelDrops, KernelProbes, TRACEPOINTS};
 pub use offsets::{VMLINUX_BTF, kernel_offsets};
 pub use reader::{ReaderStats, run_reader};
 pub use tracefs::ensure_tracefs;
+pub use uprobes::{CriAttachment, HandlerProbe};
 
 use std::path::PathBuf;
 

@@ -1,0 +1,235 @@
+//! Exec, fork and exit tracepoints: follow OCI runtime processes and the container processes
+//! they start.
+
+use aya_ebpf::{
+    EbpfContext as _,
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task,
+        bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes,
+        bpf_probe_read_user_str_bytes, generated::bpf_probe_read_user,
+    },
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use nodetrace_common::{
+    ARGV_MAX_BYTES, DROP_RINGBUF_FULL, DROP_TRACKED_MAP_FULL, EXEC_FLAG_ARGV_TRUNCATED,
+    EventHeader, EventKind, ExecEvent, ExecRole, ExitEvent, KernelOffsets, TrackedKind,
+};
+
+use crate::{EVENTS, KERNEL_OFFSETS, TRACKED, count_drop};
+
+/// Offset of `filename` (a `__data_loc`) in the sched_process_exec record.
+const EXEC_FILENAME_LOC: usize = 8;
+/// Offset of `child_pid` in the sched_process_fork record.
+const FORK_CHILD_PID: usize = 20;
+/// Bytes of argv[0] examined to recognise a runtime binary.
+const ARGV0_PROBE: usize = 64;
+
+#[tracepoint]
+pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
+    match try_exec(&ctx) {
+        Ok(()) | Err(_) => 0,
+    }
+}
+
+#[tracepoint]
+pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
+    match try_fork(&ctx) {
+        Ok(()) | Err(_) => 0,
+    }
+}
+
+#[tracepoint]
+pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
+    match try_exit() {
+        Ok(()) | Err(_) => 0,
+    }
+}
+
+fn offsets() -> KernelOffsets {
+    // SAFETY: a read-only global that the loader patched; volatile so it is not constant-folded.
+    unsafe { core::ptr::read_volatile(&KERNEL_OFFSETS) }
+}
+
+fn current_tgid() -> u32 {
+    (bpf_get_current_pid_tgid() >> 32) as u32
+}
+
+/// Reads a pointer-sized field at `offset` bytes into the kernel object at `base`.
+fn read_kernel_u64(base: u64, offset: u32) -> Result<u64, i32> {
+    // SAFETY: bpf_probe_read_kernel checks the address and fails cleanly.
+    unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const u64) }
+}
+
+fn read_kernel_u32(base: u64, offset: u32) -> Result<u32, i32> {
+    // SAFETY: as above.
+    unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const u32) }
+}
+
+/// Whether the string of `len` bytes in `buf` is a path whose last component is `name`.
+/// Constant work (no data-dependent loop), which keeps the verifier's state count small.
+#[inline(always)]
+fn has_basename(buf: &[u8; ARGV0_PROBE], len: usize, name: &[u8]) -> bool {
+    let n = name.len();
+    if len < n || len >= ARGV0_PROBE {
+        return false;
+    }
+    let start = len - n;
+    for (i, expected) in name.iter().enumerate() {
+        if buf[(start + i) & (ARGV0_PROBE - 1)] != *expected {
+            return false;
+        }
+    }
+    start == 0 || buf[(start - 1) & (ARGV0_PROBE - 1)] == b'/'
+}
+
+/// Whether argv[0] (`len` bytes in `buf`) names an OCI runtime binary.
+fn is_runtime(buf: &[u8; ARGV0_PROBE], len: usize) -> bool {
+    has_basename(buf, len, b"runc")
+        || has_basename(buf, len, b"crun")
+        || has_basename(buf, len, b"youki")
+}
+
+fn try_exec(ctx: &TracePointContext) -> Result<(), i32> {
+    let off = offsets();
+    let tgid = current_tgid();
+    // SAFETY: returns the current task pointer; only ever dereferenced through probe reads.
+    let task = unsafe { bpf_get_current_task() };
+    let mm = read_kernel_u64(task, off.task_mm)?;
+    let arg_start = read_kernel_u64(mm, off.mm_arg_start)?;
+    let arg_end = read_kernel_u64(mm, off.mm_arg_end)?;
+
+    let mut argv0 = [0u8; ARGV0_PROBE];
+    // SAFETY: user memory of the current process, read with the checking helper.
+    let argv0_len =
+        unsafe { bpf_probe_read_user_str_bytes(arg_start as *const u8, &mut argv0) }?.len();
+    let role = if is_runtime(&argv0, argv0_len) {
+        track(tgid, TrackedKind::Runtime);
+        ExecRole::Runtime
+    } else {
+        // SAFETY: the value is a plain u32 copied out at once.
+        match unsafe { TRACKED.get(tgid) }.copied() {
+            Some(kind)
+                if kind == TrackedKind::Runtime as u32
+                    || kind == TrackedKind::RuntimeChild as u32 =>
+            {
+                track(tgid, TrackedKind::ContainerProcess);
+                ExecRole::ContainerProcess
+            }
+            _ => return Ok(()),
+        }
+    };
+
+    let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
+        count_drop(DROP_RINGBUF_FULL);
+        return Ok(());
+    };
+    let event = entry.as_mut_ptr();
+    let parent = read_kernel_u64(task, off.task_real_parent).unwrap_or(0);
+    let ppid = if parent == 0 {
+        0
+    } else {
+        read_kernel_u32(parent, off.task_tgid).unwrap_or(0)
+    };
+    let mut flags = 0;
+    let total = arg_end.saturating_sub(arg_start);
+    let mut len = total;
+    if len > ARGV_MAX_BYTES as u64 {
+        len = ARGV_MAX_BYTES as u64;
+        flags |= EXEC_FLAG_ARGV_TRUNCATED;
+    }
+    // SAFETY: `event` points at a reserved, exclusively owned ring-buffer record of the right
+    // size; every field is written before submit.
+    unsafe {
+        (*event).header = EventHeader {
+            kind: EventKind::Exec as u32,
+            tgid,
+            ktime_ns: bpf_ktime_get_ns(),
+        };
+        (*event).ppid = ppid;
+        (*event).role = role as u32;
+        (*event).cgroup_id = bpf_get_current_cgroup_id();
+        (*event)._pad = 0;
+        let argv_dst = core::ptr::addr_of_mut!((*event).argv).cast::<u8>();
+        let size = (len as u32) & (2 * ARGV_MAX_BYTES as u32 - 1);
+        let size = if size > ARGV_MAX_BYTES as u32 {
+            ARGV_MAX_BYTES as u32
+        } else {
+            size
+        };
+        if bpf_probe_read_user(argv_dst.cast(), size, arg_start as *const _) != 0 {
+            (*event).argv_len = 0;
+        } else {
+            (*event).argv_len = size;
+        }
+        let loc: u32 = ctx.read_at(EXEC_FILENAME_LOC).unwrap_or(0);
+        let filename_src = (ctx.as_ptr() as *const u8).add((loc & 0xffff) as usize);
+        let filename = &mut (*event).filename;
+        (*event).filename_len = match bpf_probe_read_kernel_str_bytes(filename_src, filename) {
+            Ok(bytes) => bytes.len() as u32,
+            Err(_) => 0,
+        };
+        (*event).flags = flags;
+    }
+    entry.submit(0);
+    Ok(())
+}
+
+fn track(pid: u32, kind: TrackedKind) {
+    if TRACKED.insert(pid, kind as u32, 0).is_err() {
+        count_drop(DROP_TRACKED_MAP_FULL);
+    }
+}
+
+fn try_fork(ctx: &TracePointContext) -> Result<(), i32> {
+    // SAFETY: the value is a plain u32 copied out at once.
+    let Some(kind) = (unsafe { TRACKED.get(current_tgid()) }).copied() else {
+        return Ok(());
+    };
+    if kind == TrackedKind::Runtime as u32 || kind == TrackedKind::RuntimeChild as u32 {
+        // SAFETY: reads a field of the tracepoint record at its documented offset.
+        let child: i32 = unsafe { ctx.read_at(FORK_CHILD_PID) }?;
+        track(child as u32, TrackedKind::RuntimeChild);
+    }
+    Ok(())
+}
+
+fn try_exit() -> Result<(), i32> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let pid = pid_tgid as u32;
+    if pid != tgid {
+        // A thread: forget it if a runtime's fork put it in the map; threads report nothing.
+        let _ = TRACKED.remove(pid);
+        return Ok(());
+    }
+    // SAFETY: the value is a plain u32 copied out at once.
+    let Some(kind) = (unsafe { TRACKED.get(tgid) }).copied() else {
+        return Ok(());
+    };
+    let _ = TRACKED.remove(tgid);
+    if kind == TrackedKind::RuntimeChild as u32 {
+        // A runtime fork that never exec'd (e.g. an intermediate `runc init` stage).
+        return Ok(());
+    }
+    let off = offsets();
+    // SAFETY: the current task pointer, only read through probe reads.
+    let task = unsafe { bpf_get_current_task() };
+    let exit_code = read_kernel_u32(task, off.task_exit_code).unwrap_or(0);
+    let Some(mut entry) = EVENTS.reserve::<ExitEvent>(0) else {
+        count_drop(DROP_RINGBUF_FULL);
+        return Ok(());
+    };
+    entry.write(ExitEvent {
+        header: EventHeader {
+            kind: EventKind::Exit as u32,
+            tgid,
+            // SAFETY: a helper without preconditions.
+            ktime_ns: unsafe { bpf_ktime_get_ns() },
+        },
+        exit_code,
+        tracked: kind,
+    });
+    entry.submit(0);
+    Ok(())
+}

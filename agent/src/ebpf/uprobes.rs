@@ -1,0 +1,157 @@
+//! Attaches the CRI uprobes to a runtime binary (entry + every RET of each handler, the method
+//! in the attach cookie) and detaches them when the runtime goes away.
+
+use aya::{
+    maps::{Array, PerCpuArray},
+    programs::{
+        UProbe,
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
+    },
+};
+use nodetrace_common::{CRI_COOKIE_COUNT_ONLY, CRI_COOKIE_RETURN, CriMethod, CriOffsets};
+use std::path::{Path, PathBuf};
+
+use super::{EbpfError, KernelProbes};
+
+/// Where to probe one handler, as file offsets into the runtime binary.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HandlerProbe {
+    pub method: CriMethod,
+    pub entry_offset: u64,
+    pub ret_offsets: Vec<u64>,
+}
+
+/// The uprobes attached to one runtime binary.
+#[derive(Debug)]
+pub struct CriAttachment {
+    pub binary: PathBuf,
+    links: Vec<(&'static str, UProbeLinkId)>,
+}
+
+impl CriAttachment {
+    /// Number of uprobes attached.
+    pub fn probes(&self) -> usize {
+        self.links.len()
+    }
+}
+
+fn program<'a>(probes: &'a mut KernelProbes, name: &str) -> Result<&'a mut UProbe, EbpfError> {
+    probes
+        .ebpf_mut()
+        .program_mut(name)
+        .ok_or_else(|| EbpfError::Missing {
+            what: "program",
+            name: name.to_owned(),
+        })?
+        .try_into()
+        .map_err(|source| EbpfError::Program {
+            name: name.to_owned(),
+            source,
+        })
+}
+
+impl KernelProbes {
+    /// Sets the field offsets and attaches the handlers' probes. On error, what was attached
+    /// is detached again.
+    pub fn attach_cri(
+        &mut self,
+        binary: &Path,
+        offsets: CriOffsets,
+        handlers: &[HandlerProbe],
+    ) -> Result<CriAttachment, EbpfError> {
+        let map_error = |source| EbpfError::Map {
+            name: "CRI_OFFSETS".to_owned(),
+            source,
+        };
+        let map = self
+            .ebpf_mut()
+            .map_mut("CRI_OFFSETS")
+            .ok_or_else(|| EbpfError::Missing {
+                what: "map",
+                name: "CRI_OFFSETS".to_owned(),
+            })?;
+        let mut table: Array<_, CriOffsets> = Array::try_from(map).map_err(map_error)?;
+        table.set(0, offsets, 0).map_err(map_error)?;
+
+        let mut attachment = CriAttachment {
+            binary: binary.to_owned(),
+            links: Vec::new(),
+        };
+        for handler in handlers {
+            let count_only = if handler.method.is_traced() {
+                0
+            } else {
+                CRI_COOKIE_COUNT_ONLY
+            };
+            let method = handler.method as u64 | count_only;
+            let mut points = vec![("cri_entry", handler.entry_offset, method)];
+            points.extend(
+                handler
+                    .ret_offsets
+                    .iter()
+                    .map(|off| ("cri_return", *off, method | CRI_COOKIE_RETURN)),
+            );
+            for (name, offset, cookie) in points {
+                if name == "cri_entry" && count_only != 0 {
+                    continue;
+                }
+                let attached = program(self, name).and_then(|p| {
+                    p.attach(
+                        UProbeAttachPoint {
+                            location: UProbeAttachLocation::AbsoluteOffset(offset),
+                            cookie: Some(cookie),
+                        },
+                        binary,
+                        UProbeScope::AllProcesses,
+                    )
+                    .map_err(|source| EbpfError::Program {
+                        name: format!("{name} at {}+{offset:#x}", binary.display()),
+                        source,
+                    })
+                });
+                match attached {
+                    Ok(link) => attachment.links.push((name, link)),
+                    Err(err) => {
+                        self.detach_cri(attachment);
+                        return Err(err);
+                    }
+                }
+            }
+        }
+        Ok(attachment)
+    }
+
+    /// Detaches every probe of an attachment.
+    pub fn detach_cri(&mut self, attachment: CriAttachment) {
+        for (name, link) in attachment.links {
+            if let Ok(program) = program(self, name)
+                && let Err(err) = program.detach(link)
+            {
+                tracing::warn!(program = name, error = %err, "detaching a CRI uprobe failed");
+            }
+        }
+    }
+
+    /// Calls seen per CRI method since the programs were loaded (polled methods included).
+    pub fn cri_calls(&self) -> Result<Vec<(CriMethod, u64)>, EbpfError> {
+        let map_error = |source| EbpfError::Map {
+            name: "CRI_CALLS".to_owned(),
+            source,
+        };
+        let map = self
+            .ebpf()
+            .map("CRI_CALLS")
+            .ok_or_else(|| EbpfError::Missing {
+                what: "map",
+                name: "CRI_CALLS".to_owned(),
+            })?;
+        let calls: PerCpuArray<_, u64> = PerCpuArray::try_from(map).map_err(map_error)?;
+        CriMethod::ALL
+            .into_iter()
+            .map(|method| {
+                let values = calls.get(&(method as u32), 0).map_err(map_error)?;
+                Ok((method, values.iter().sum()))
+            })
+            .collect()
+    }
+}
