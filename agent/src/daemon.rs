@@ -2,7 +2,11 @@
 //! shuts them down in order on SIGINT/SIGTERM.
 
 use anyhow::Context as _;
-use std::{sync::Arc, time::Duration};
+use axum::middleware::from_fn_with_state;
+use std::{
+    sync::{Arc, Mutex, atomic::Ordering},
+    time::Duration,
+};
 use tokio::{signal::unix::SignalKind, sync::mpsc};
 
 use crate::{
@@ -10,6 +14,7 @@ use crate::{
     cli::AgentArgs,
     correlate::{Correlator, CorrelatorConfig, HostNode},
     ebpf::{KernelEvent, KernelProbes, ReaderStats, WallClock, run_reader},
+    metrics::{self, HttpMetrics, MetricSources, Metrics, ProbeCounts},
     store::{Store, StoreConfig},
 };
 
@@ -62,6 +67,11 @@ pub async fn run_until(
     let (probes, ring) = KernelProbes::load(&args.btf).context("cannot start the eBPF probes")?;
     readiness.set_ready("ebpf");
     tracing::info!(attached = ?probes.attached(), "eBPF programs attached");
+    let probe_counts = Arc::new(ProbeCounts::default());
+    probe_counts
+        .tracepoints
+        .store(probes.attached().len() as u64, Ordering::Relaxed);
+    let probes = Arc::new(Mutex::new(probes));
 
     let (events_tx, mut events_rx) = mpsc::channel::<KernelEvent>(KERNEL_EVENT_QUEUE);
     let reader_stats = Arc::new(ReaderStats::default());
@@ -75,6 +85,14 @@ pub async fn run_until(
             ..CorrelatorConfig::default()
         },
     );
+    let metric_sources = MetricSources {
+        reader: reader_stats.clone(),
+        correlator: correlator.stats(),
+        sink: sink.clone(),
+        store: store.clone(),
+        probes: probes.clone(),
+        probe_counts: probe_counts.clone(),
+    };
     let correlator_task = tokio::spawn(async move {
         while let Some(event) = events_rx.recv().await {
             if let Some(span) = correlator.on_event(event)
@@ -89,7 +107,17 @@ pub async fn run_until(
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(listen = %args.listen, data_dir = %args.data_dir.display(), "nodetrace agent ready");
-    let app = api::router(ApiState::new(store, readiness, token));
+    let http_metrics = HttpMetrics::default();
+    let mut metrics_routes = metrics::router(Arc::new(Metrics::new(metric_sources, &http_metrics)));
+    if let Some(token) = &token {
+        metrics_routes = metrics_routes.route_layer(from_fn_with_state(
+            Arc::<str>::from(token.as_str()),
+            api::auth::require_bearer,
+        ));
+    }
+    let app = api::router(ApiState::new(store, readiness, token))
+        .merge(metrics_routes)
+        .layer(from_fn_with_state(http_metrics, metrics::track_http));
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

@@ -8,8 +8,10 @@
 pub mod api;
 pub mod cli;
 pub mod correlate;
+pub mod cri;
 pub mod daemon;
 pub mod ebpf;
+pub mod metrics;
 pub mod model;
 pub mod oci;
 pub mod query;

@@ -87,6 +87,22 @@ impl Agent {
     }
 }
 
+/// The value of a metric line (`name{labels} value`) in a Prometheus text scrape.
+fn metric(scrape: &str, series: &str) -> Option<f64> {
+    scrape.lines().find_map(|line| {
+        let rest = line.strip_prefix(series)?;
+        rest.strip_prefix(' ')?.split(' ').next()?.parse().ok()
+    })
+}
+
+async fn scrape(agent: &Agent) -> String {
+    let response = reqwest::get(format!("{}/metrics", agent.url()))
+        .await
+        .expect("scrape /metrics");
+    assert!(response.status().is_success());
+    response.text().await.expect("metrics text")
+}
+
 fn tag(span: &Span, key: &str) -> Option<String> {
     span.tags
         .iter()
@@ -178,6 +194,7 @@ async fn a_pod_lifecycle_is_traced_end_to_end() {
         .await
         .expect("start the testbed");
 
+    let before = scrape(&agent).await;
     let lifecycle = testbed
         .pod("e2e", "web")
         .with_exec(&["sh", "-c", "echo hello; exit 3"]);
@@ -355,6 +372,39 @@ async fn a_pod_lifecycle_is_traced_end_to_end() {
         ids
     };
     assert_eq!(ids(&by_uid), ids(&traces));
+
+    // The agent's own metrics moved with the work it did.
+    let after = scrape(&agent).await;
+    let moved = |series: &str| {
+        let (b, a) = (
+            metric(&before, series).unwrap_or(0.0),
+            metric(&after, series),
+        );
+        let a = a.unwrap_or_else(|| panic!("{series} missing from /metrics:\n{after}"));
+        a - b
+    };
+    assert!(moved("nodetrace_kernel_events_received_total") >= spans.len() as f64);
+    assert!(moved("nodetrace_spans_total") >= spans.len() as f64);
+    assert!(moved("nodetrace_spans_stored_total") >= spans.len() as f64);
+    assert!(metric(&after, "nodetrace_store_spans").is_some_and(|n| n >= spans.len() as f64));
+    assert!(
+        metric(
+            &after,
+            "nodetrace_http_requests_total{route=\"/api/traces\",code=\"200\"}"
+        )
+        .is_some_and(|n| n >= 2.0)
+    );
+    assert_eq!(
+        metric(&after, "nodetrace_probes_attached{kind=\"tracepoint\"}"),
+        Some(3.0)
+    );
+    assert_eq!(
+        metric(
+            &after,
+            "nodetrace_events_dropped_total{reason=\"ringbuf_full\"}"
+        ),
+        Some(0.0)
+    );
 
     agent.stop().await;
     let teardown = testbed.stop().expect("the testbed leaves nothing behind");
