@@ -1,0 +1,36 @@
+//! Where to put uprobes on a Go container runtime's CRI handlers, and how to read their
+//! requests: everything the agent learns from the runtime's process and binary before it
+//! attaches.
+//!
+//! - [`discover`]: the process serving a CRI socket, as a [`RuntimeProcess`] ([`process`]).
+//! - [`symbols`]: a binary's functions by name and file offset ([`GoBinary`]), from the ELF
+//!   symbol tables or Go's own function table ([`gopclntab`]; addresses to file offsets in
+//!   `segments`).
+//! - [`patterns`]: [`resolve`] finds the CRI handlers of containerd 1.6/1.7, 2.x or CRI-O.
+//! - [`returns`]: the RET instructions of a function ([`ret_offsets`]), where the exit probes go
+//!   instead of uretprobes.
+//! - [`offsets`]: [`cri_types`] reads the CRI types' field offsets ([`CriOffsets`]) from the
+//!   binary's own getters (instruction shapes in `getter`; decoding in `disasm`).
+
+pub mod disasm;
+pub mod discover;
+mod getter;
+pub mod gopclntab;
+pub mod offsets;
+pub mod patterns;
+pub mod process;
+pub mod returns;
+mod segments;
+pub mod symbols;
+
+#[cfg(test)]
+mod containerd_tests;
+
+pub use disasm::DisasmError;
+pub use discover::{DEFAULT_SOCKETS, DiscoverError, ProcFs};
+pub use gopclntab::{PclnVersion, PclntabError};
+pub use offsets::{CriOffsets, CriTypes, Generator, OffsetError, UNKNOWN_OFFSET, cri_types};
+pub use patterns::{CriMethod, Handler, ResolvedRuntime, RuntimeKind, resolve};
+pub use process::{BinaryIdentity, ProcessError, RuntimeProcess};
+pub use returns::{RetSite, ret_offsets};
+pub use symbols::{Function, GoBinary, SymbolError, SymbolSource};

@@ -1,0 +1,341 @@
+//! The functions of a Go executable by name, from `.symtab`, `.dynsym` or the Go `.gopclntab`
+//! (whichever knows the name first), each with the file offset a uprobe is attached at.
+
+use std::path::{Path, PathBuf};
+
+use object::read::elf::ElfFile64;
+use object::{Architecture, Endianness, Object, ObjectSection, ObjectSymbol, SymbolKind};
+use thiserror::Error;
+
+use super::gopclntab::{self, PclnVersion, PclntabError};
+use super::segments::LoadSegments;
+
+/// Section names of the Go function table: plain, and inside RELRO in position-independent
+/// binaries.
+const PCLNTAB_SECTIONS: [&str; 2] = [".gopclntab", ".data.rel.ro.gopclntab"];
+
+/// Where a function's name and address were read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SymbolSource {
+    /// The static symbol table (absent from stripped binaries).
+    Symtab,
+    /// The dynamic symbol table (Debian's Go binaries export every Go function there).
+    Dynsym,
+    /// Go's own function table, present in every Go binary.
+    Gopclntab,
+}
+
+impl SymbolSource {
+    /// Every source, in the order a name is looked up.
+    pub const ALL: [Self; 3] = [Self::Symtab, Self::Dynsym, Self::Gopclntab];
+}
+
+/// One function of the binary.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Function {
+    /// Go's full symbol name, e.g. `github.com/x/y.(*T).Method`.
+    pub name: String,
+    /// Virtual address of the first instruction.
+    pub address: u64,
+    /// Bytes of code: the symbol's size, or for `.gopclntab` the distance to the next function
+    /// (which includes the alignment padding).
+    pub size: u64,
+    /// Offset of the first instruction in the file: what a uprobe is attached at.
+    pub file_offset: u64,
+    pub source: SymbolSource,
+}
+
+/// Why a binary's functions could not be read.
+#[derive(Debug, Error)]
+pub enum SymbolError {
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a 64-bit ELF file")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: object::Error,
+    },
+    #[error("cannot decode the Go function table of {path}")]
+    Pclntab {
+        path: PathBuf,
+        #[source]
+        source: PclntabError,
+    },
+    #[error("{path} has no functions in {sources:?}")]
+    NoFunctions {
+        path: PathBuf,
+        sources: Vec<SymbolSource>,
+    },
+    #[error("code of {name} ({size} bytes at {address:#x}) is not in the file")]
+    CodeNotInFile {
+        name: String,
+        address: u64,
+        size: u64,
+    },
+}
+
+/// A Go executable, read into memory, with its function table.
+#[derive(Debug)]
+pub struct GoBinary {
+    path: PathBuf,
+    data: Vec<u8>,
+    architecture: Architecture,
+    /// Sorted by name, one entry per name.
+    functions: Vec<Function>,
+    pcln_version: Option<PclnVersion>,
+    pclntab_error: Option<PclntabError>,
+}
+
+impl GoBinary {
+    /// Reads `path` and its functions from every source.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, SymbolError> {
+        Self::open_with(path, &SymbolSource::ALL)
+    }
+
+    /// Reads `path` and its functions from the given sources only, in that order of preference.
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        sources: &[SymbolSource],
+    ) -> Result<Self, SymbolError> {
+        let path = path.as_ref();
+        let data = std::fs::read(path).map_err(|source| SymbolError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_bytes(path, data, sources)
+    }
+
+    /// Reads the functions of a binary already in memory; `path` names it in messages.
+    ///
+    /// A `.gopclntab` that fails to decode is an error only when no other source gave any
+    /// function; otherwise [`GoBinary::pclntab_error`] keeps it.
+    pub fn from_bytes(
+        path: impl AsRef<Path>,
+        data: Vec<u8>,
+        sources: &[SymbolSource],
+    ) -> Result<Self, SymbolError> {
+        let path = path.as_ref().to_path_buf();
+        let parsed = read_functions(&data, sources).map_err(|source| SymbolError::Parse {
+            path: path.clone(),
+            source,
+        })?;
+        let mut functions = parsed.functions;
+        if functions.is_empty() {
+            return Err(match parsed.pclntab {
+                Err(source) => SymbolError::Pclntab { path, source },
+                Ok(_) => SymbolError::NoFunctions {
+                    path,
+                    sources: sources.to_vec(),
+                },
+            });
+        }
+        merge_by_name(&mut functions, sources);
+        let (pcln_version, pclntab_error) = match parsed.pclntab {
+            Ok(version) => (version, None),
+            Err(error) => (None, Some(error)),
+        };
+        Ok(Self {
+            path,
+            data,
+            architecture: parsed.architecture,
+            functions,
+            pcln_version,
+            pclntab_error,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn architecture(&self) -> Architecture {
+        self.architecture
+    }
+
+    /// The format of the Go function table, when the binary has one that was read.
+    pub fn pcln_version(&self) -> Option<PclnVersion> {
+        self.pcln_version
+    }
+
+    /// Why the Go function table was not used although other sources were.
+    pub fn pclntab_error(&self) -> Option<&PclntabError> {
+        self.pclntab_error.as_ref()
+    }
+
+    /// Every function, sorted by name.
+    pub fn functions(&self) -> &[Function] {
+        &self.functions
+    }
+
+    /// The function of that exact name.
+    pub fn lookup(&self, name: &str) -> Option<&Function> {
+        self.functions
+            .binary_search_by(|f| f.name.as_str().cmp(name))
+            .ok()
+            .and_then(|index| self.functions.get(index))
+    }
+
+    /// The functions whose name starts with `prefix`, sorted by name.
+    pub fn with_prefix(&self, prefix: &str) -> &[Function] {
+        let start = self.functions.partition_point(|f| f.name.as_str() < prefix);
+        let len = self.functions[start..].partition_point(|f| f.name.starts_with(prefix));
+        &self.functions[start..start + len]
+    }
+
+    /// The machine code of a function of this binary.
+    pub fn code(&self, function: &Function) -> Result<&[u8], SymbolError> {
+        let not_in_file = || SymbolError::CodeNotInFile {
+            name: function.name.clone(),
+            address: function.address,
+            size: function.size,
+        };
+        let start = usize::try_from(function.file_offset).map_err(|_| not_in_file())?;
+        let len = usize::try_from(function.size).map_err(|_| not_in_file())?;
+        let end = start.checked_add(len).ok_or_else(not_in_file)?;
+        self.data.get(start..end).ok_or_else(not_in_file)
+    }
+}
+
+/// What one pass over the ELF file found.
+struct ParsedFunctions {
+    architecture: Architecture,
+    functions: Vec<Function>,
+    /// The table's version (`None` when absent or not asked for), or why it failed.
+    pclntab: Result<Option<PclnVersion>, PclntabError>,
+}
+
+fn read_functions(data: &[u8], sources: &[SymbolSource]) -> Result<ParsedFunctions, object::Error> {
+    let file = ElfFile64::<Endianness>::parse(data)?;
+    let segments = LoadSegments::from_elf(file.elf_header(), file.endian(), data)?;
+    let mut functions = Vec::new();
+    let mut pclntab = Ok(None);
+    for &source in sources {
+        match source {
+            SymbolSource::Symtab => {
+                elf_functions(file.symbols(), source, &segments, &mut functions)
+            }
+            SymbolSource::Dynsym => {
+                elf_functions(file.dynamic_symbols(), source, &segments, &mut functions);
+            }
+            SymbolSource::Gopclntab => {
+                pclntab = pclntab_functions(&file, &segments, &mut functions);
+            }
+        }
+    }
+    Ok(ParsedFunctions {
+        architecture: file.architecture(),
+        functions,
+        pclntab,
+    })
+}
+
+/// Appends the defined, file-backed function symbols of one ELF symbol table.
+fn elf_functions<'data, S: ObjectSymbol<'data>>(
+    symbols: impl Iterator<Item = S>,
+    source: SymbolSource,
+    segments: &LoadSegments,
+    out: &mut Vec<Function>,
+) {
+    for symbol in symbols {
+        if symbol.kind() != SymbolKind::Text || !symbol.is_definition() || symbol.address() == 0 {
+            continue;
+        }
+        let Ok(name) = symbol.name() else { continue };
+        let Some(file_offset) = segments.file_offset(symbol.address()) else {
+            continue;
+        };
+        out.push(Function {
+            name: name.to_owned(),
+            address: symbol.address(),
+            size: symbol.size(),
+            file_offset,
+            source,
+        });
+    }
+}
+
+/// Appends the functions of the Go function table, if the binary has one.
+fn pclntab_functions(
+    file: &ElfFile64<'_, Endianness>,
+    segments: &LoadSegments,
+    out: &mut Vec<Function>,
+) -> Result<Option<PclnVersion>, PclntabError> {
+    let Some(section) = PCLNTAB_SECTIONS
+        .iter()
+        .find_map(|name| file.section_by_name(name))
+    else {
+        return Ok(None);
+    };
+    let Ok(table) = section.data() else {
+        return Ok(None);
+    };
+    let fallback = if gopclntab::header_text_start(table)? == Some(0) {
+        text_start_fallback(file, section.address(), table)
+    } else {
+        None
+    };
+    let decoded = gopclntab::decode(table, fallback)?;
+    for function in decoded.functions {
+        let Some(file_offset) = segments.file_offset(function.entry) else {
+            continue;
+        };
+        out.push(Function {
+            size: function.end - function.entry,
+            name: function.name,
+            address: function.entry,
+            file_offset,
+            source: SymbolSource::Gopclntab,
+        });
+    }
+    Ok(Some(decoded.version))
+}
+
+/// The text start of a table whose header word is 0 (filled in at load time): the addend of
+/// the dynamic relocation of that word, else `runtime.text`, else the `.text` section.
+fn text_start_fallback(
+    file: &ElfFile64<'_, Endianness>,
+    table_address: u64,
+    table: &[u8],
+) -> Option<u64> {
+    let ptr_size = u64::from(*table.get(7)?);
+    let word_address = table_address + 8 + 2 * ptr_size;
+    let relocated = file.dynamic_relocations().and_then(|mut relocations| {
+        relocations
+            .find(|(offset, _)| *offset == word_address)
+            .and_then(|(_, relocation)| u64::try_from(relocation.addend()).ok())
+            .filter(|&addend| addend != 0)
+    });
+    relocated
+        .or_else(|| {
+            file.symbols()
+                .chain(file.dynamic_symbols())
+                .find(|s| s.name() == Ok("runtime.text"))
+                .map(|s| s.address())
+        })
+        .or_else(|| file.section_by_name(".text").map(|s| s.address()))
+}
+
+/// Sorts by name and keeps one function per name: the one from the earliest source in
+/// `sources` (taking a later source's size when the kept symbol has none).
+fn merge_by_name(functions: &mut Vec<Function>, sources: &[SymbolSource]) {
+    let rank = |source: SymbolSource| sources.iter().position(|&s| s == source);
+    functions.sort_by(|a, b| {
+        a.name
+            .cmp(&b.name)
+            .then_with(|| rank(a.source).cmp(&rank(b.source)))
+    });
+    functions.dedup_by(|later, kept| {
+        if later.name != kept.name {
+            return false;
+        }
+        if kept.size == 0 && later.address == kept.address {
+            kept.size = later.size;
+        }
+        true
+    });
+}
