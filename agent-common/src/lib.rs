@@ -271,68 +271,83 @@ pub struct CriEvent {
 pub const CRI_OFFSET_UNKNOWN: u32 = u32::MAX;
 
 /// Offsets of the CRI request/response fields in the runtime binary's generated types, read
-/// from its own getters by the agent and stored in a one-element array map.
+/// from its own getters by the agent and stored in a one-element array map;
+/// [`CRI_OFFSET_UNKNOWN`] where the binary did not tell. Strings are Go strings (pointer, then
+/// length); messages are pointers.
 #[repr(C)]
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CriOffsets {
-    pub run_config: u32,
-    pub run_runtime_handler: u32,
-    pub sandbox_config_metadata: u32,
-    pub sandbox_meta_name: u32,
-    pub sandbox_meta_uid: u32,
-    pub sandbox_meta_namespace: u32,
-    pub sandbox_meta_attempt: u32,
-    pub run_response_sandbox_id: u32,
-    pub create_sandbox_id: u32,
-    pub create_config: u32,
+    pub run_pod_sandbox_request_config: u32,
+    pub run_pod_sandbox_request_runtime_handler: u32,
+    pub pod_sandbox_config_metadata: u32,
+    pub pod_sandbox_metadata_name: u32,
+    pub pod_sandbox_metadata_uid: u32,
+    pub pod_sandbox_metadata_namespace: u32,
+    /// A uint32.
+    pub pod_sandbox_metadata_attempt: u32,
+    pub run_pod_sandbox_response_pod_sandbox_id: u32,
+    pub create_container_request_pod_sandbox_id: u32,
+    pub create_container_request_config: u32,
+    pub create_container_request_sandbox_config: u32,
     pub container_config_metadata: u32,
     pub container_config_image: u32,
-    pub container_meta_name: u32,
-    pub container_meta_attempt: u32,
+    pub container_metadata_name: u32,
+    /// A uint32.
+    pub container_metadata_attempt: u32,
     pub image_spec_image: u32,
-    pub create_response_container_id: u32,
-    pub start_container_id: u32,
-    pub stop_container_id: u32,
-    pub stop_timeout: u32,
-    pub remove_container_id: u32,
-    pub stop_sandbox_id: u32,
-    pub remove_sandbox_id: u32,
-    pub pull_image: u32,
-    pub pull_response_image_ref: u32,
-    pub exec_sync_container_id: u32,
-    pub exec_sync_timeout: u32,
+    pub create_container_response_container_id: u32,
+    pub start_container_request_container_id: u32,
+    pub stop_container_request_container_id: u32,
+    /// An int64 (seconds).
+    pub stop_container_request_timeout: u32,
+    pub remove_container_request_container_id: u32,
+    pub stop_pod_sandbox_request_pod_sandbox_id: u32,
+    pub remove_pod_sandbox_request_pod_sandbox_id: u32,
+    /// A pointer to an `ImageSpec`.
+    pub pull_image_request_image: u32,
+    pub pull_image_response_image_ref: u32,
+    pub exec_sync_request_container_id: u32,
+    /// An int64 (seconds).
+    pub exec_sync_request_timeout: u32,
 }
 
 impl CriOffsets {
     /// Every offset unknown.
     pub const UNKNOWN: CriOffsets = CriOffsets {
-        run_config: CRI_OFFSET_UNKNOWN,
-        run_runtime_handler: CRI_OFFSET_UNKNOWN,
-        sandbox_config_metadata: CRI_OFFSET_UNKNOWN,
-        sandbox_meta_name: CRI_OFFSET_UNKNOWN,
-        sandbox_meta_uid: CRI_OFFSET_UNKNOWN,
-        sandbox_meta_namespace: CRI_OFFSET_UNKNOWN,
-        sandbox_meta_attempt: CRI_OFFSET_UNKNOWN,
-        run_response_sandbox_id: CRI_OFFSET_UNKNOWN,
-        create_sandbox_id: CRI_OFFSET_UNKNOWN,
-        create_config: CRI_OFFSET_UNKNOWN,
+        run_pod_sandbox_request_config: CRI_OFFSET_UNKNOWN,
+        run_pod_sandbox_request_runtime_handler: CRI_OFFSET_UNKNOWN,
+        pod_sandbox_config_metadata: CRI_OFFSET_UNKNOWN,
+        pod_sandbox_metadata_name: CRI_OFFSET_UNKNOWN,
+        pod_sandbox_metadata_uid: CRI_OFFSET_UNKNOWN,
+        pod_sandbox_metadata_namespace: CRI_OFFSET_UNKNOWN,
+        pod_sandbox_metadata_attempt: CRI_OFFSET_UNKNOWN,
+        run_pod_sandbox_response_pod_sandbox_id: CRI_OFFSET_UNKNOWN,
+        create_container_request_pod_sandbox_id: CRI_OFFSET_UNKNOWN,
+        create_container_request_config: CRI_OFFSET_UNKNOWN,
+        create_container_request_sandbox_config: CRI_OFFSET_UNKNOWN,
         container_config_metadata: CRI_OFFSET_UNKNOWN,
         container_config_image: CRI_OFFSET_UNKNOWN,
-        container_meta_name: CRI_OFFSET_UNKNOWN,
-        container_meta_attempt: CRI_OFFSET_UNKNOWN,
+        container_metadata_name: CRI_OFFSET_UNKNOWN,
+        container_metadata_attempt: CRI_OFFSET_UNKNOWN,
         image_spec_image: CRI_OFFSET_UNKNOWN,
-        create_response_container_id: CRI_OFFSET_UNKNOWN,
-        start_container_id: CRI_OFFSET_UNKNOWN,
-        stop_container_id: CRI_OFFSET_UNKNOWN,
-        stop_timeout: CRI_OFFSET_UNKNOWN,
-        remove_container_id: CRI_OFFSET_UNKNOWN,
-        stop_sandbox_id: CRI_OFFSET_UNKNOWN,
-        remove_sandbox_id: CRI_OFFSET_UNKNOWN,
-        pull_image: CRI_OFFSET_UNKNOWN,
-        pull_response_image_ref: CRI_OFFSET_UNKNOWN,
-        exec_sync_container_id: CRI_OFFSET_UNKNOWN,
-        exec_sync_timeout: CRI_OFFSET_UNKNOWN,
+        create_container_response_container_id: CRI_OFFSET_UNKNOWN,
+        start_container_request_container_id: CRI_OFFSET_UNKNOWN,
+        stop_container_request_container_id: CRI_OFFSET_UNKNOWN,
+        stop_container_request_timeout: CRI_OFFSET_UNKNOWN,
+        remove_container_request_container_id: CRI_OFFSET_UNKNOWN,
+        stop_pod_sandbox_request_pod_sandbox_id: CRI_OFFSET_UNKNOWN,
+        remove_pod_sandbox_request_pod_sandbox_id: CRI_OFFSET_UNKNOWN,
+        pull_image_request_image: CRI_OFFSET_UNKNOWN,
+        pull_image_response_image_ref: CRI_OFFSET_UNKNOWN,
+        exec_sync_request_container_id: CRI_OFFSET_UNKNOWN,
+        exec_sync_request_timeout: CRI_OFFSET_UNKNOWN,
     };
+}
+
+impl Default for CriOffsets {
+    fn default() -> Self {
+        Self::UNKNOWN
+    }
 }
 
 /// Key of an in-flight CRI call.

@@ -228,38 +228,53 @@ unsafe fn read_request(event: *mut CriEvent, method: u32, req: u64, off: &CriOff
     // SAFETY: per the function's contract.
     unsafe {
         if method == CriMethod::RunPodSandbox as u32 {
-            let config = read_ptr(req, off.run_config);
-            let meta = read_ptr(config, off.sandbox_config_metadata);
-            read_string(event, POD_NAME, meta, off.sandbox_meta_name);
-            read_string(event, POD_UID, meta, off.sandbox_meta_uid);
-            read_string(event, POD_NAMESPACE, meta, off.sandbox_meta_namespace);
-            read_string(event, RUNTIME_HANDLER, req, off.run_runtime_handler);
-            (*event).numbers[NUMBER] = read_u32(meta, off.sandbox_meta_attempt);
+            let config = read_ptr(req, off.run_pod_sandbox_request_config);
+            let meta = read_ptr(config, off.pod_sandbox_config_metadata);
+            read_string(event, POD_NAME, meta, off.pod_sandbox_metadata_name);
+            read_string(event, POD_UID, meta, off.pod_sandbox_metadata_uid);
+            read_string(
+                event,
+                POD_NAMESPACE,
+                meta,
+                off.pod_sandbox_metadata_namespace,
+            );
+            read_string(
+                event,
+                RUNTIME_HANDLER,
+                req,
+                off.run_pod_sandbox_request_runtime_handler,
+            );
+            (*event).numbers[NUMBER] = read_u32(meta, off.pod_sandbox_metadata_attempt);
         } else if method == CriMethod::CreateContainer as u32 {
-            read_string(event, ID, req, off.create_sandbox_id);
-            let config = read_ptr(req, off.create_config);
+            read_string(event, ID, req, off.create_container_request_pod_sandbox_id);
+            let config = read_ptr(req, off.create_container_request_config);
             let meta = read_ptr(config, off.container_config_metadata);
-            read_string(event, CONTAINER_NAME, meta, off.container_meta_name);
-            (*event).numbers[NUMBER] = read_u32(meta, off.container_meta_attempt);
+            read_string(event, CONTAINER_NAME, meta, off.container_metadata_name);
+            (*event).numbers[NUMBER] = read_u32(meta, off.container_metadata_attempt);
             let image = read_ptr(config, off.container_config_image);
             read_string(event, IMAGE, image, off.image_spec_image);
         } else if method == CriMethod::StartContainer as u32 {
-            read_string(event, ID, req, off.start_container_id);
+            read_string(event, ID, req, off.start_container_request_container_id);
         } else if method == CriMethod::StopContainer as u32 {
-            read_string(event, ID, req, off.stop_container_id);
-            (*event).numbers[NUMBER] = read_i64(req, off.stop_timeout);
+            read_string(event, ID, req, off.stop_container_request_container_id);
+            (*event).numbers[NUMBER] = read_i64(req, off.stop_container_request_timeout);
         } else if method == CriMethod::RemoveContainer as u32 {
-            read_string(event, ID, req, off.remove_container_id);
+            read_string(event, ID, req, off.remove_container_request_container_id);
         } else if method == CriMethod::StopPodSandbox as u32 {
-            read_string(event, ID, req, off.stop_sandbox_id);
+            read_string(event, ID, req, off.stop_pod_sandbox_request_pod_sandbox_id);
         } else if method == CriMethod::RemovePodSandbox as u32 {
-            read_string(event, ID, req, off.remove_sandbox_id);
+            read_string(
+                event,
+                ID,
+                req,
+                off.remove_pod_sandbox_request_pod_sandbox_id,
+            );
         } else if method == CriMethod::PullImage as u32 {
-            let image = read_ptr(req, off.pull_image);
+            let image = read_ptr(req, off.pull_image_request_image);
             read_string(event, IMAGE_REF, image, off.image_spec_image);
         } else if method == CriMethod::ExecSync as u32 {
-            read_string(event, ID, req, off.exec_sync_container_id);
-            (*event).numbers[NUMBER] = read_i64(req, off.exec_sync_timeout);
+            read_string(event, ID, req, off.exec_sync_request_container_id);
+            (*event).numbers[NUMBER] = read_i64(req, off.exec_sync_request_timeout);
         }
     }
 }
@@ -268,11 +283,11 @@ unsafe fn read_request(event: *mut CriEvent, method: u32, req: u64, off: &CriOff
 /// `event` must point at a reserved ring-buffer record.
 unsafe fn read_response(event: *mut CriEvent, method: u32, resp: u64, off: &CriOffsets) {
     let field = if method == CriMethod::RunPodSandbox as u32 {
-        off.run_response_sandbox_id
+        off.run_pod_sandbox_response_pod_sandbox_id
     } else if method == CriMethod::CreateContainer as u32 {
-        off.create_response_container_id
+        off.create_container_response_container_id
     } else if method == CriMethod::PullImage as u32 {
-        off.pull_response_image_ref
+        off.pull_image_response_image_ref
     } else {
         return;
     };

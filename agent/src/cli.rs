@@ -49,6 +49,19 @@ pub struct AgentArgs {
     /// Largest size of the span store in MiB; the oldest spans are evicted beyond ~90% of it.
     #[arg(long, default_value_t = 1024)]
     pub max_store_mib: u64,
+    /// CRI socket of the container runtime whose calls are traced (repeat to try several, in
+    /// order). The runtime process is found from the socket, so this works from a container
+    /// with hostPID.
+    #[arg(
+        long = "cri-socket",
+        env = "NODETRACE_CRI_SOCKETS",
+        value_delimiter = ',',
+        default_values = ["/run/containerd/containerd.sock", "/run/crio/crio.sock"]
+    )]
+    pub cri_sockets: Vec<PathBuf>,
+    /// Put the CRI uprobes on this runtime binary instead of the one serving --cri-socket.
+    #[arg(long, env = "NODETRACE_RUNTIME_BINARY")]
+    pub runtime_binary: Option<PathBuf>,
     /// Kernel BTF used to find structure offsets.
     #[arg(long, default_value = crate::ebpf::VMLINUX_BTF)]
     pub btf: PathBuf,

@@ -7,12 +7,16 @@ use std::{
     sync::{Arc, Mutex, atomic::Ordering},
     time::Duration,
 };
-use tokio::{signal::unix::SignalKind, sync::mpsc};
+use tokio::{
+    signal::unix::SignalKind,
+    sync::{mpsc, watch},
+};
 
 use crate::{
     api::{self, ApiState, Readiness},
     cli::AgentArgs,
     correlate::{Correlator, CorrelatorConfig, HostNode},
+    cri::{CriWatcher, WatchConfig},
     ebpf::{KernelEvent, KernelProbes, ReaderStats, WallClock, run_reader},
     metrics::{self, HttpMetrics, MetricSources, Metrics, ProbeCounts},
     store::{Store, StoreConfig},
@@ -22,6 +26,8 @@ use crate::{
 const KERNEL_EVENT_QUEUE: usize = 65_536;
 /// Capacity of the queue between the correlator and the store writer.
 const SPAN_QUEUE: usize = 65_536;
+/// How often the runtime is looked for (restarts, upgrades).
+const RUNTIME_POLL: Duration = Duration::from_secs(2);
 
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
@@ -93,15 +99,39 @@ pub async fn run_until(
         probes: probes.clone(),
         probe_counts: probe_counts.clone(),
     };
+    let (service_tx, mut service_rx) = watch::channel(String::from("containerd"));
+    let mut watcher = CriWatcher::new(
+        WatchConfig {
+            sockets: args.cri_sockets.clone(),
+            runtime_binary: args.runtime_binary.clone(),
+            interval: RUNTIME_POLL,
+        },
+        probes.clone(),
+        readiness.clone(),
+        probe_counts.clone(),
+        service_tx,
+    );
     let correlator_task = tokio::spawn(async move {
-        while let Some(event) = events_rx.recv().await {
-            if let Some(span) = correlator.on_event(event)
-                && sink.send(span).is_err()
-            {
-                tracing::debug!("span queue full; span dropped");
+        loop {
+            tokio::select! {
+                event = events_rx.recv() => {
+                    let Some(event) = event else { break };
+                    if let Some(span) = correlator.on_event(event)
+                        && sink.send(span).is_err()
+                    {
+                        tracing::debug!("span queue full; span dropped");
+                    }
+                }
+                Ok(()) = service_rx.changed() => {
+                    correlator.set_cri_service(&service_rx.borrow_and_update());
+                }
             }
         }
     });
+    // The first look is awaited so that a runtime already running is traced from the start.
+    watcher.tick().await;
+    let (stop_watcher, watcher_stopped) = watch::channel(false);
+    let watcher_task = tokio::spawn(watcher.run(watcher_stopped));
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -126,6 +156,8 @@ pub async fn run_until(
     tracing::info!("shutting down");
     // Detaching the programs closes nothing by itself; stop the reader, then let the
     // correlator drain what was read, then flush the store.
+    let _ = stop_watcher.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), watcher_task).await;
     reader.abort();
     drop(probes);
     let _ = tokio::time::timeout(Duration::from_secs(5), correlator_task).await;

@@ -11,6 +11,7 @@ pub mod correlate;
 pub mod cri;
 pub mod daemon;
 pub mod ebpf;
+pub mod export;
 pub mod metrics;
 pub mod model;
 pub mod oci;

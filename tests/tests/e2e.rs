@@ -27,7 +27,7 @@ struct Agent {
 }
 
 impl Agent {
-    async fn start(data_dir: &Path) -> Self {
+    async fn start(data_dir: &Path, cri_socket: &Path) -> Self {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
         let addr = listener.local_addr().expect("local addr");
         drop(listener);
@@ -39,6 +39,8 @@ impl Agent {
             node_name: Some("e2e-node".to_owned()),
             retention: Duration::from_secs(3600),
             max_store_mib: 64,
+            cri_sockets: vec![cri_socket.to_owned()],
+            runtime_binary: None,
             btf: nodetrace::ebpf::VMLINUX_BTF.into(),
         };
         let (stop, stopped) = oneshot::channel::<()>();
@@ -189,10 +191,14 @@ async fn a_pod_lifecycle_is_traced_end_to_end() {
         return;
     }
     let work = tempfile::tempdir().expect("temp dir");
-    let agent = Agent::start(&work.path().join("agent-data")).await;
     let testbed = Testbed::start(&work.path().join("testbed"))
         .await
         .expect("start the testbed");
+    let agent = Agent::start(
+        &work.path().join("agent-data"),
+        testbed.containerd().socket(),
+    )
+    .await;
 
     let before = scrape(&agent).await;
     let lifecycle = testbed
@@ -218,7 +224,12 @@ async fn a_pod_lifecycle_is_traced_end_to_end() {
                 })
                 .count()
         };
-        count("runc delete", &sandbox) >= 2
+        spans
+            .iter()
+            .filter(|s| s.operation_name == "RemovePodSandbox")
+            .count()
+            == 1
+            && count("runc delete", &sandbox) >= 2
             && count("runc delete", &container) >= 2
             && count("container process", &sandbox) == 1
             && count("container process", &container) == 1
@@ -243,6 +254,9 @@ async fn a_pod_lifecycle_is_traced_end_to_end() {
             "{what}"
         );
         assert_eq!(tag(span, "k8s.pod.name").as_deref(), Some("web"), "{what}");
+        if tag(span, "rpc.method").is_some() {
+            continue; // CRI spans: checked below, per method.
+        }
         let id = tag(span, "container.id").unwrap_or_default();
         assert!(
             id == sandbox || id == container,
@@ -355,6 +369,93 @@ async fn a_pod_lifecycle_is_traced_end_to_end() {
             .any(|t| t.key == "error" && t.v_bool),
         "a non-zero exit is an error"
     );
+
+    // Every CRI call is a span inside the window the client measured, with the pod on it.
+    let cri_calls = [
+        CriCall::RunPodSandbox,
+        CriCall::CreateContainer,
+        CriCall::StartContainer,
+        CriCall::ExecSync,
+        CriCall::StopContainer,
+        CriCall::RemoveContainer,
+        CriCall::StopPodSandbox,
+        CriCall::RemovePodSandbox,
+    ];
+    for call in cri_calls {
+        let method = call.method();
+        let span = spans
+            .iter()
+            .copied()
+            .find(|s| s.operation_name == method)
+            .unwrap_or_else(|| panic!("no {method} span; spans:\n{}", describe(&spans)));
+        assert_inside(span, window(&report, call), method);
+        assert_eq!(tag(span, "rpc.method").as_deref(), Some(method));
+        assert_eq!(tag(span, "rpc.system").as_deref(), Some("grpc"));
+        let process = span.process.as_ref().expect("process");
+        assert_eq!(process.service_name, "containerd", "{method}");
+        assert!(span.references.is_empty(), "{method} is a root span");
+        match call {
+            CriCall::RunPodSandbox | CriCall::StopPodSandbox | CriCall::RemovePodSandbox => {
+                assert_eq!(
+                    tag(span, "k8s.pod.sandbox.id").as_deref(),
+                    Some(sandbox.as_str()),
+                    "{method}"
+                );
+            }
+            _ => {
+                assert_eq!(
+                    tag(span, "container.id").as_deref(),
+                    Some(container.as_str()),
+                    "{method}"
+                );
+                assert_eq!(
+                    tag(span, "k8s.container.name").as_deref(),
+                    Some("main"),
+                    "{method}"
+                );
+                assert_eq!(
+                    tag(span, "container.image.name").as_deref(),
+                    Some(report.image.as_str()),
+                    "{method}"
+                );
+            }
+        }
+    }
+    assert!(
+        !spans.iter().any(|s| s.operation_name == "ContainerStatus"),
+        "polled calls are counted, not traced"
+    );
+
+    // The runtime's spans hang under the CRI call that caused them.
+    let parent_of = |span: &Span| {
+        let parent = span.references.first()?.span_id;
+        spans
+            .iter()
+            .find(|s| s.span_id == parent)
+            .map(|s| s.operation_name.clone())
+    };
+    for span in &spans {
+        let expected = match (
+            span.operation_name.as_str(),
+            tag(span, "nodetrace.container.type").as_deref(),
+        ) {
+            ("runc create" | "runc start", Some("sandbox")) => "RunPodSandbox",
+            ("runc create" | "runc start", _) => "StartContainer",
+            ("runc kill" | "runc delete", Some("sandbox")) => "StopPodSandbox",
+            ("runc kill" | "runc delete", _) => "StopContainer",
+            ("runc exec" | "exec process", _) => "ExecSync",
+            ("container process", Some("sandbox")) => "RunPodSandbox",
+            ("container process", _) => "StartContainer",
+            _ => continue,
+        };
+        assert_eq!(
+            parent_of(span).as_deref(),
+            Some(expected),
+            "{} of {:?}",
+            span.operation_name,
+            tag(span, "container.id")
+        );
+    }
 
     // The same spans by pod UID.
     let by_uid = TraceQuery {

@@ -376,7 +376,7 @@ impl<N: NodeView> Correlator<N> {
 }
 
 /// An error and its causes, `: `-separated.
-fn error_chain(err: &dyn std::error::Error) -> String {
+pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

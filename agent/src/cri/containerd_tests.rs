@@ -59,7 +59,11 @@ fn handlers_resolve_to_criservice_through_dynsym() {
         let f = &handler.function;
         println!(
             "{:<20} {:#x} size {:>6} file offset {:#x} ({:?})",
-            handler.method, f.address, f.size, f.file_offset, f.source
+            handler.method.name(),
+            f.address,
+            f.size,
+            f.file_offset,
+            f.source
         );
         assert_eq!(
             f.source,
@@ -124,7 +128,7 @@ fn every_dynsym_go_function_is_at_its_pclntab_address() {
         if let Some(p) = pcln.lookup(&f.name) {
             compared += 1;
             if p.address != f.address {
-                differ.push(&f.name);
+                differ.push((&f.name, f.address, p.address));
             }
         }
     }
@@ -135,8 +139,13 @@ fn every_dynsym_go_function_is_at_its_pclntab_address() {
         full.functions().len(),
         differ.len()
     );
-    assert!(compared > 50_000, "{compared}");
-    assert!(differ.is_empty(), "{:?}", &differ[..differ.len().min(10)]);
+    assert!(compared > 45_000, "{compared}");
+    // Only assembly functions differ: the pclntab has two functions of that name, the ABI0
+    // body (`<name>.abi0` in the ELF symbols) and its ABIInternal wrapper, and keeps the first.
+    for (name, _, pcln_address) in &differ {
+        let abi0 = dynsym.lookup(&format!("{name}.abi0"));
+        assert_eq!(abi0.map(|f| f.address), Some(*pcln_address), "{name}");
+    }
 }
 
 /// A copy of the binary whose `.dynsym` and `.symtab` section headers are turned into
@@ -204,7 +213,7 @@ fn every_handler_has_rets_before_its_stack_growth_epilogue() {
         let rets = ret_offsets(binary, f).unwrap();
         println!(
             "{:<20} {} RET at {:x?}",
-            handler.method,
+            handler.method.name(),
             rets.len(),
             rets.iter().map(|r| r.offset).collect::<Vec<_>>()
         );
@@ -243,7 +252,7 @@ fn offsets_come_from_the_gogo_getters() {
     let Some(binary) = containerd() else { return };
     let types = cri_types(binary).unwrap();
     println!("package {} generator {:?}", types.package, types.generator);
-    for (field, offset) in types.offsets.fields() {
+    for (field, offset) in super::offsets::named_fields(&types.offsets) {
         println!("{field:<40} {offset}");
     }
     assert_eq!(
@@ -252,7 +261,7 @@ fn offsets_come_from_the_gogo_getters() {
     );
     assert_eq!(types.generator, Generator::Gogo);
     assert_eq!(types.unknown, Vec::<String>::new());
-    assert!(types.offsets.is_complete());
+    assert!(super::offsets::is_complete(&types.offsets));
     let o = types.offsets;
     // Measured with bpftrace on this binary (RUNTIME-FACTS.md).
     assert_eq!(o.run_pod_sandbox_request_config, 0);

@@ -266,3 +266,167 @@ pub fn decode(data: &[u8], text_start_fallback: Option<u64>) -> Result<Pclntab, 
         functions,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn push_word(table: &mut Vec<u8>, value: u64) {
+        table.extend_from_slice(&value.to_le_bytes());
+    }
+
+    fn push_u32(table: &mut Vec<u8>, value: u32) {
+        table.extend_from_slice(&value.to_le_bytes());
+    }
+
+    const NAMES: &[u8] = b"main.a\0main.(*T).b\0";
+    const NAME_B: u32 = 7;
+
+    /// A Go 1.18+ table of two functions at `text_start + 0` and `+ 0x40`, text ending at
+    /// `+ 0x100`.
+    fn go118_table(magic: u32, text_start: u64) -> Vec<u8> {
+        let header_len = 8 + 8 * 8;
+        let funcnames = header_len;
+        let functab = funcnames + NAMES.len() as u64 + 1; // one pad byte
+        let mut t = Vec::new();
+        push_u32(&mut t, magic);
+        t.extend_from_slice(&[0, 0, 1, 8]);
+        for word in [2, 0, text_start, funcnames, 0, 0, 0, functab] {
+            push_word(&mut t, word);
+        }
+        t.extend_from_slice(NAMES);
+        t.push(0);
+        // {entryoff, funcoff} x 3, then the two _func {entryOff, nameOff}.
+        for (entry_off, func_off) in [(0, 24), (0x40, 32), (0x100, 0)] {
+            push_u32(&mut t, entry_off);
+            push_u32(&mut t, func_off);
+        }
+        for (entry_off, name_off) in [(0, 0), (0x40, NAME_B)] {
+            push_u32(&mut t, entry_off);
+            push_u32(&mut t, name_off);
+        }
+        t
+    }
+
+    /// A Go 1.16 table: absolute entries, no text start, a last entry of its address alone.
+    fn go116_table() -> Vec<u8> {
+        let header_len = 8 + 7 * 8;
+        let funcnames = header_len;
+        let functab = funcnames + NAMES.len() as u64 + 1;
+        let mut t = Vec::new();
+        push_u32(&mut t, MAGIC_GO116);
+        t.extend_from_slice(&[0, 0, 1, 8]);
+        for word in [2, 0, funcnames, 0, 0, 0, functab] {
+            push_word(&mut t, word);
+        }
+        t.extend_from_slice(NAMES);
+        t.push(0);
+        // {entry, funcoff} x 2, the end address, then _func {entry u64, nameoff u32}.
+        for (entry, func_off) in [(0x40_1000, 40), (0x40_1040, 52)] {
+            push_word(&mut t, entry);
+            push_word(&mut t, func_off);
+        }
+        push_word(&mut t, 0x40_1100);
+        for (entry, name_off) in [(0x40_1000, 0), (0x40_1040, NAME_B)] {
+            push_word(&mut t, entry);
+            push_u32(&mut t, name_off);
+        }
+        t
+    }
+
+    fn expected(base: u64) -> Vec<PclnFunction> {
+        vec![
+            PclnFunction {
+                name: "main.a".into(),
+                entry: base,
+                end: base + 0x40,
+            },
+            PclnFunction {
+                name: "main.(*T).b".into(),
+                entry: base + 0x40,
+                end: base + 0x100,
+            },
+        ]
+    }
+
+    #[test]
+    fn decodes_go118_and_go120_tables_from_their_own_text_start() {
+        for (magic, version) in [
+            (MAGIC_GO118, PclnVersion::Go118),
+            (MAGIC_GO120, PclnVersion::Go120),
+        ] {
+            let table = go118_table(magic, 0x40_1000);
+            let decoded = decode(&table, Some(0x99_0000)).unwrap();
+            assert_eq!(decoded.version, version);
+            assert_eq!(
+                decoded.text_start, 0x40_1000,
+                "the header wins over the fallback"
+            );
+            assert_eq!(decoded.functions, expected(0x40_1000));
+        }
+    }
+
+    #[test]
+    fn decodes_go116_tables() {
+        let decoded = decode(&go116_table(), None).unwrap();
+        assert_eq!(decoded.version, PclnVersion::Go116);
+        assert_eq!(decoded.functions, expected(0x40_1000));
+        assert_eq!(header_text_start(&go116_table()).unwrap(), None);
+    }
+
+    #[test]
+    fn a_zero_text_start_needs_the_fallback() {
+        let table = go118_table(MAGIC_GO118, 0);
+        assert_eq!(header_text_start(&table).unwrap(), Some(0));
+        assert!(matches!(
+            decode(&table, None),
+            Err(PclntabError::NoTextStart)
+        ));
+        let decoded = decode(&table, Some(0x55_0000)).unwrap();
+        assert_eq!(decoded.functions, expected(0x55_0000));
+    }
+
+    #[test]
+    fn rejects_other_magics_and_short_tables() {
+        let mut old = go118_table(MAGIC_GO118, 0x1000);
+        old[..4].copy_from_slice(&0xffff_fffbu32.to_le_bytes());
+        assert!(matches!(
+            decode(&old, None),
+            Err(PclntabError::UnsupportedMagic { magic: 0xffff_fffb })
+        ));
+        assert!(matches!(
+            decode(&[0xf0, 0xff], None),
+            Err(PclntabError::TruncatedHeader { .. })
+        ));
+        let table = go118_table(MAGIC_GO118, 0x1000);
+        assert!(matches!(
+            decode(&table[..100], None),
+            Err(PclntabError::OutOfBounds { .. })
+        ));
+    }
+
+    #[test]
+    fn rejects_an_impossible_function_count_without_allocating() {
+        let mut table = go118_table(MAGIC_GO118, 0x1000);
+        table[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(matches!(
+            decode(&table, None),
+            Err(PclntabError::OutOfBounds {
+                what: "function table",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn rejects_an_unsorted_table() {
+        let mut table = go118_table(MAGIC_GO118, 0x1000);
+        // Second entry's entryoff (0x40) below the first's: functab + 8.
+        let functab = 8 + 8 * 8 + NAMES.len() + 1;
+        table[functab..functab + 4].copy_from_slice(&0x80u32.to_le_bytes());
+        assert!(matches!(
+            decode(&table, None),
+            Err(PclntabError::Unsorted { index: 0 })
+        ));
+    }
+}

@@ -11,6 +11,8 @@
 //!   instead of uretprobes.
 //! - [`offsets`]: [`cri_types`] reads the CRI types' field offsets ([`CriOffsets`]) from the
 //!   binary's own getters (instruction shapes in `getter`; decoding in `disasm`).
+//! - [`plan`]: all of the above as the uprobes to attach; [`watch`] keeps them attached to the
+//!   running runtime.
 
 pub mod disasm;
 pub mod discover;
@@ -18,10 +20,12 @@ mod getter;
 pub mod gopclntab;
 pub mod offsets;
 pub mod patterns;
+pub mod plan;
 pub mod process;
 pub mod returns;
 mod segments;
 pub mod symbols;
+pub mod watch;
 
 #[cfg(test)]
 mod containerd_tests;
@@ -31,6 +35,8 @@ pub use discover::{DEFAULT_SOCKETS, DiscoverError, ProcFs};
 pub use gopclntab::{PclnVersion, PclntabError};
 pub use offsets::{CriOffsets, CriTypes, Generator, OffsetError, UNKNOWN_OFFSET, cri_types};
 pub use patterns::{CriMethod, Handler, ResolvedRuntime, RuntimeKind, resolve};
+pub use plan::{PlanError, ProbePlan, plan};
 pub use process::{BinaryIdentity, ProcessError, RuntimeProcess};
 pub use returns::{RetSite, ret_offsets};
 pub use symbols::{Function, GoBinary, SymbolError, SymbolSource};
+pub use watch::{CriWatcher, WatchConfig};

@@ -11,54 +11,7 @@ use super::symbols::GoBinary;
 /// The package of the CRI v1 types, as it appears in symbol names after any vendor prefix.
 pub const CRI_V1_PACKAGE: &str = "k8s.io/cri-api/pkg/apis/runtime/v1.";
 
-/// An offset the binary did not tell.
-pub const UNKNOWN_OFFSET: u32 = u32::MAX;
-
-/// Byte offsets of the fields the eBPF program reads, [`UNKNOWN_OFFSET`] where unknown.
-///
-/// Strings are Go strings (pointer, then length); messages are pointers.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CriOffsets {
-    pub run_pod_sandbox_request_config: u32,
-    pub run_pod_sandbox_request_runtime_handler: u32,
-    pub pod_sandbox_config_metadata: u32,
-    pub pod_sandbox_metadata_name: u32,
-    pub pod_sandbox_metadata_uid: u32,
-    pub pod_sandbox_metadata_namespace: u32,
-    /// A uint32.
-    pub pod_sandbox_metadata_attempt: u32,
-    pub run_pod_sandbox_response_pod_sandbox_id: u32,
-    pub create_container_request_pod_sandbox_id: u32,
-    pub create_container_request_config: u32,
-    pub create_container_request_sandbox_config: u32,
-    pub container_config_metadata: u32,
-    pub container_config_image: u32,
-    pub container_metadata_name: u32,
-    /// A uint32.
-    pub container_metadata_attempt: u32,
-    pub image_spec_image: u32,
-    pub create_container_response_container_id: u32,
-    pub start_container_request_container_id: u32,
-    pub stop_container_request_container_id: u32,
-    /// An int64 (seconds).
-    pub stop_container_request_timeout: u32,
-    pub remove_container_request_container_id: u32,
-    pub stop_pod_sandbox_request_pod_sandbox_id: u32,
-    pub remove_pod_sandbox_request_pod_sandbox_id: u32,
-    /// A pointer to an `ImageSpec`.
-    pub pull_image_request_image: u32,
-    pub pull_image_response_image_ref: u32,
-    pub exec_sync_request_container_id: u32,
-    /// An int64 (seconds).
-    pub exec_sync_request_timeout: u32,
-}
-
-impl Default for CriOffsets {
-    fn default() -> Self {
-        Self::UNKNOWN
-    }
-}
+pub use nodetrace_common::{CRI_OFFSET_UNKNOWN as UNKNOWN_OFFSET, CriOffsets};
 
 /// One field: the Go type and getter that tell it, and where it goes in [`CriOffsets`].
 struct FieldGetter {
@@ -75,10 +28,9 @@ macro_rules! field_getters {
             slot: |offsets| &mut offsets.$slot,
         },)*];
 
-        impl CriOffsets {
-            /// Every offset unknown.
-            pub const UNKNOWN: Self = Self { $($slot: UNKNOWN_OFFSET,)* };
-        }
+        /// Every field has a getter: the table and [`CriOffsets`] list the same fields.
+        #[cfg(test)]
+        const _ALL_FIELDS: CriOffsets = CriOffsets { $($slot: UNKNOWN_OFFSET,)* };
     };
 }
 
@@ -112,22 +64,20 @@ field_getters! {
     "ExecSyncRequest"."Timeout" => exec_sync_request_timeout,
 }
 
-impl CriOffsets {
-    /// Every offset with its field's name (`Type.Field`), in declaration order.
-    pub fn fields(&self) -> Vec<(String, u32)> {
-        let mut copy = *self;
-        FIELD_GETTERS
-            .iter()
-            .map(|g| (format!("{}.{}", g.type_name, g.field), *(g.slot)(&mut copy)))
-            .collect()
-    }
+/// Every offset with its field's name (`Type.Field`), in declaration order.
+pub fn named_fields(offsets: &CriOffsets) -> Vec<(String, u32)> {
+    let mut copy = *offsets;
+    FIELD_GETTERS
+        .iter()
+        .map(|g| (format!("{}.{}", g.type_name, g.field), *(g.slot)(&mut copy)))
+        .collect()
+}
 
-    /// Whether every offset is known.
-    pub fn is_complete(&self) -> bool {
-        self.fields()
-            .iter()
-            .all(|&(_, offset)| offset != UNKNOWN_OFFSET)
-    }
+/// Whether every offset is known.
+pub fn is_complete(offsets: &CriOffsets) -> bool {
+    named_fields(offsets)
+        .iter()
+        .all(|&(_, offset)| offset != UNKNOWN_OFFSET)
 }
 
 /// Which protobuf generator produced the CRI types.
@@ -226,14 +176,14 @@ mod tests {
     fn unknown_is_the_default_and_every_field_is_listed() {
         let offsets = CriOffsets::default();
         assert_eq!(offsets, CriOffsets::UNKNOWN);
-        let fields = offsets.fields();
+        let fields = named_fields(&offsets);
         assert_eq!(
             fields.len(),
             size_of::<CriOffsets>() / 4,
             "one getter per field"
         );
         assert!(fields.iter().all(|&(_, o)| o == UNKNOWN_OFFSET));
-        assert!(!offsets.is_complete());
+        assert!(!is_complete(&offsets));
     }
 
     #[test]
@@ -242,8 +192,7 @@ mod tests {
             pod_sandbox_metadata_uid: 16,
             ..CriOffsets::UNKNOWN
         };
-        let uid = offsets
-            .fields()
+        let uid = named_fields(&offsets)
             .into_iter()
             .find(|(name, _)| name == "PodSandboxMetadata.Uid")
             .unwrap();

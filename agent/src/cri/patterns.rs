@@ -11,106 +11,9 @@
 //! containerd 2.x moved the service to `internal/cri/server` and the image methods to
 //! `internal/cri/server/images`.
 
-use std::fmt;
-
 use super::symbols::{Function, GoBinary};
 
-/// A CRI method that nodetrace probes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum CriMethod {
-    RunPodSandbox,
-    StopPodSandbox,
-    RemovePodSandbox,
-    CreateContainer,
-    StartContainer,
-    StopContainer,
-    RemoveContainer,
-    PullImage,
-    ExecSync,
-    PodSandboxStatus,
-    ContainerStatus,
-    ListPodSandbox,
-    ListContainers,
-    ImageStatus,
-    ListImages,
-    Version,
-    Status,
-    ContainerStats,
-    ListContainerStats,
-}
-
-impl CriMethod {
-    /// Every method, the lifecycle ones first.
-    pub const ALL: [Self; 19] = [
-        Self::RunPodSandbox,
-        Self::StopPodSandbox,
-        Self::RemovePodSandbox,
-        Self::CreateContainer,
-        Self::StartContainer,
-        Self::StopContainer,
-        Self::RemoveContainer,
-        Self::PullImage,
-        Self::ExecSync,
-        Self::PodSandboxStatus,
-        Self::ContainerStatus,
-        Self::ListPodSandbox,
-        Self::ListContainers,
-        Self::ImageStatus,
-        Self::ListImages,
-        Self::Version,
-        Self::Status,
-        Self::ContainerStats,
-        Self::ListContainerStats,
-    ];
-
-    /// The gRPC method name (also the Go method name).
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::RunPodSandbox => "RunPodSandbox",
-            Self::StopPodSandbox => "StopPodSandbox",
-            Self::RemovePodSandbox => "RemovePodSandbox",
-            Self::CreateContainer => "CreateContainer",
-            Self::StartContainer => "StartContainer",
-            Self::StopContainer => "StopContainer",
-            Self::RemoveContainer => "RemoveContainer",
-            Self::PullImage => "PullImage",
-            Self::ExecSync => "ExecSync",
-            Self::PodSandboxStatus => "PodSandboxStatus",
-            Self::ContainerStatus => "ContainerStatus",
-            Self::ListPodSandbox => "ListPodSandbox",
-            Self::ListContainers => "ListContainers",
-            Self::ImageStatus => "ImageStatus",
-            Self::ListImages => "ListImages",
-            Self::Version => "Version",
-            Self::Status => "Status",
-            Self::ContainerStats => "ContainerStats",
-            Self::ListContainerStats => "ListContainerStats",
-        }
-    }
-
-    /// Whether kubelet polls this method: it is counted, not traced as a span.
-    pub const fn is_polled(self) -> bool {
-        matches!(
-            self,
-            Self::PodSandboxStatus
-                | Self::ContainerStatus
-                | Self::ListPodSandbox
-                | Self::ListContainers
-                | Self::ImageStatus
-                | Self::ListImages
-                | Self::Version
-                | Self::Status
-                | Self::ContainerStats
-                | Self::ListContainerStats
-        )
-    }
-}
-
-impl fmt::Display for CriMethod {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+pub use nodetrace_common::CriMethod;
 
 /// A runtime family whose CRI handlers have one symbol layout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -265,5 +168,110 @@ fn resolve_pattern(binary: &GoBinary, pattern: &RuntimePattern) -> ResolvedRunti
         runtime: pattern.runtime,
         handlers,
         missing,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cri::symbols::SymbolSource;
+
+    fn binary(names: &[String]) -> GoBinary {
+        let functions = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| Function {
+                name: name.clone(),
+                address: 0x40_0000 + 0x100 * i as u64,
+                size: 0x100,
+                file_offset: 0x100 * i as u64,
+                source: SymbolSource::Gopclntab,
+            })
+            .collect();
+        GoBinary::from_functions(functions)
+    }
+
+    fn all_methods(prefix: &str) -> Vec<String> {
+        CriMethod::ALL
+            .iter()
+            .map(|m| format!("{prefix}{}", m.name()))
+            .collect()
+    }
+
+    #[test]
+    fn containerd_17_resolves_both_services() {
+        let mut names =
+            all_methods("github.com/containerd/containerd/pkg/cri/server.(*criService).");
+        names.extend(all_methods(
+            "github.com/containerd/containerd/pkg/cri/sbserver.(*criService).",
+        ));
+        names.push(
+            "github.com/containerd/containerd/pkg/cri/server.(*criService).RunPodSandbox.func1"
+                .into(),
+        );
+        let resolved = resolve(&binary(&names)).unwrap();
+        assert_eq!(resolved.runtime, RuntimeKind::Containerd16);
+        assert!(resolved.missing.is_empty());
+        let run: Vec<_> = resolved
+            .handlers_of(CriMethod::RunPodSandbox)
+            .map(|h| h.function.name.as_str())
+            .collect();
+        assert_eq!(
+            run,
+            [
+                "github.com/containerd/containerd/pkg/cri/server.(*criService).RunPodSandbox",
+                "github.com/containerd/containerd/pkg/cri/sbserver.(*criService).RunPodSandbox",
+            ]
+        );
+    }
+
+    #[test]
+    fn containerd_2_takes_image_methods_from_the_images_package() {
+        let server = "github.com/containerd/containerd/v2/internal/cri/server.(*criService).";
+        let images = "github.com/containerd/containerd/v2/internal/cri/server/images.";
+        let mut names: Vec<String> = CriMethod::ALL
+            .iter()
+            .filter(|m| !IMAGE_METHODS.contains(m))
+            .map(|m| format!("{server}{}", m.name()))
+            .collect();
+        names.push(format!("{images}(*GRPCCRIImageService).PullImage"));
+        names.push(format!("{images}(*GRPCCRIImageService).ListImages"));
+        names.push(format!("{images}(*CRIImageService).ImageStatus"));
+        // Same name, not the handler (takes an image name).
+        names.push(format!("{images}(*CRIImageService).PullImage"));
+        let resolved = resolve(&binary(&names)).unwrap();
+        assert_eq!(resolved.runtime, RuntimeKind::Containerd2);
+        assert!(resolved.missing.is_empty(), "{:?}", resolved.missing);
+        let pull: Vec<_> = resolved.handlers_of(CriMethod::PullImage).collect();
+        assert_eq!(pull.len(), 1);
+        assert_eq!(
+            pull[0].function.name,
+            format!("{images}(*GRPCCRIImageService).PullImage")
+        );
+    }
+
+    #[test]
+    fn crio_resolves_and_reports_missing_methods() {
+        let names: Vec<String> = all_methods("github.com/cri-o/cri-o/server.(*Server).")
+            .into_iter()
+            .filter(|n| !n.ends_with(").ExecSync"))
+            .collect();
+        let resolved = resolve(&binary(&names)).unwrap();
+        assert_eq!(resolved.runtime, RuntimeKind::Crio);
+        assert_eq!(resolved.runtime.name(), "cri-o");
+        assert_eq!(resolved.missing, vec![CriMethod::ExecSync]);
+        assert_eq!(resolved.handlers.len(), CriMethod::ALL.len() - 1);
+    }
+
+    #[test]
+    fn a_binary_without_cri_handlers_is_no_runtime() {
+        assert_eq!(resolve(&binary(&["main.main".to_owned()])), None);
+    }
+
+    #[test]
+    fn lifecycle_methods_are_traced_and_the_others_polled() {
+        let traced: Vec<_> = CriMethod::ALL.iter().filter(|m| m.is_traced()).collect();
+        assert_eq!(traced.len(), 9);
+        assert!(CriMethod::ExecSync.is_traced() && !CriMethod::ListContainers.is_traced());
     }
 }

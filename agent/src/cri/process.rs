@@ -35,7 +35,7 @@ pub struct BinaryIdentity {
 }
 
 impl BinaryIdentity {
-    fn of(metadata: &std::fs::Metadata) -> Self {
+    pub fn of(metadata: &std::fs::Metadata) -> Self {
         Self {
             dev: metadata.dev(),
             inode: metadata.ino(),

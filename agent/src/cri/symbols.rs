@@ -187,6 +187,20 @@ impl GoBinary {
         &self.functions[start..start + len]
     }
 
+    /// A binary made of these functions only, with no code, for tests of name lookups.
+    #[cfg(test)]
+    pub(crate) fn from_functions(mut functions: Vec<Function>) -> Self {
+        merge_by_name(&mut functions, &SymbolSource::ALL);
+        Self {
+            path: PathBuf::from("test"),
+            data: Vec::new(),
+            architecture: Architecture::X86_64,
+            functions,
+            pcln_version: None,
+            pclntab_error: None,
+        }
+    }
+
     /// The machine code of a function of this binary.
     pub fn code(&self, function: &Function) -> Result<&[u8], SymbolError> {
         let not_in_file = || SymbolError::CodeNotInFile {
@@ -338,4 +352,86 @@ fn merge_by_name(functions: &mut Vec<Function>, sources: &[SymbolSource]) {
         }
         true
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The test executable itself: a Rust binary with a `.symtab` and no Go table.
+    fn own_executable() -> PathBuf {
+        std::env::current_exe().unwrap()
+    }
+
+    #[test]
+    fn reads_the_static_symbol_table_with_file_offsets() {
+        let path = own_executable();
+        let binary = GoBinary::open(&path).unwrap();
+        assert_eq!(binary.pcln_version(), None);
+        assert!(binary.pclntab_error().is_none());
+        let main = binary.lookup("main").unwrap();
+        assert_eq!(main.source, SymbolSource::Symtab);
+        assert!(main.size > 0);
+
+        // The offset is the one the section headers give too.
+        let data = std::fs::read(&path).unwrap();
+        let file = ElfFile64::<Endianness>::parse(&*data).unwrap();
+        let text = file.section_by_name(".text").unwrap();
+        let (text_offset, _) = text.file_range().unwrap();
+        assert_eq!(
+            main.file_offset,
+            main.address - text.address() + text_offset
+        );
+        assert_eq!(binary.code(main).unwrap().len() as u64, main.size);
+    }
+
+    #[test]
+    fn prefix_lookups_return_a_sorted_range() {
+        let binary = GoBinary::open(own_executable()).unwrap();
+        let all = binary.functions();
+        assert!(
+            all.windows(2).all(|w| w[0].name < w[1].name),
+            "sorted, unique"
+        );
+        let mains = binary.with_prefix("main");
+        assert!(!mains.is_empty());
+        assert!(mains.iter().all(|f| f.name.starts_with("main")));
+        assert!(binary.with_prefix("no such prefix \u{1}").is_empty());
+    }
+
+    #[test]
+    fn a_binary_without_the_asked_source_has_no_functions() {
+        let err = GoBinary::open_with(own_executable(), &[SymbolSource::Gopclntab]).unwrap_err();
+        assert!(matches!(err, SymbolError::NoFunctions { .. }), "{err:?}");
+        let err = GoBinary::open("/nonexistent/containerd").unwrap_err();
+        assert!(matches!(err, SymbolError::Read { .. }), "{err:?}");
+        let err =
+            GoBinary::from_bytes("junk", b"not an elf".to_vec(), &SymbolSource::ALL).unwrap_err();
+        assert!(matches!(err, SymbolError::Parse { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn earlier_sources_win_and_lend_their_size() {
+        let f = |name: &str, address, size, source| Function {
+            name: name.into(),
+            address,
+            size,
+            file_offset: address,
+            source,
+        };
+        let mut functions = vec![
+            f("b", 0x20, 0x20, SymbolSource::Gopclntab),
+            f("a", 0x10, 0, SymbolSource::Dynsym),
+            f("a", 0x10, 0x10, SymbolSource::Gopclntab),
+            f("b", 0x20, 0x18, SymbolSource::Dynsym),
+        ];
+        merge_by_name(&mut functions, &SymbolSource::ALL);
+        assert_eq!(
+            functions,
+            vec![
+                f("a", 0x10, 0x10, SymbolSource::Dynsym),
+                f("b", 0x20, 0x18, SymbolSource::Dynsym),
+            ]
+        );
+    }
 }

@@ -1,0 +1,145 @@
+//! Turns a runtime binary into the uprobes to attach: its CRI handlers' entries and RETs as
+//! file offsets, and the field offsets of its CRI types.
+
+use std::path::{Path, PathBuf};
+
+use crate::ebpf::HandlerProbe;
+
+use super::{
+    CriMethod, CriOffsets, DisasmError, Generator, OffsetError, RuntimeKind, SymbolError,
+    cri_types, resolve, ret_offsets, symbols::GoBinary,
+};
+
+/// What to attach to one runtime binary.
+#[derive(Clone, Debug)]
+pub struct ProbePlan {
+    pub binary: PathBuf,
+    pub runtime: RuntimeKind,
+    pub generator: Generator,
+    pub offsets: CriOffsets,
+    pub handlers: Vec<HandlerProbe>,
+    /// Methods the binary has no handler for.
+    pub missing: Vec<CriMethod>,
+}
+
+impl ProbePlan {
+    /// Number of uprobes the plan attaches (entries of traced methods, and every RET).
+    pub fn probe_count(&self) -> usize {
+        self.handlers
+            .iter()
+            .map(|h| h.ret_offsets.len() + usize::from(h.method.is_traced()))
+            .sum()
+    }
+}
+
+/// Why a binary cannot be probed.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("cannot read the symbols of {path}")]
+    Symbols {
+        path: PathBuf,
+        #[source]
+        source: SymbolError,
+    },
+    #[error("{path} has none of the known CRI handler symbols (containerd 1.6/1.7/2.x, CRI-O)")]
+    NotARuntime { path: PathBuf },
+    #[error("cannot read the CRI field offsets of {path}")]
+    Offsets {
+        path: PathBuf,
+        #[source]
+        source: OffsetError,
+    },
+    #[error("cannot find the RET instructions of {function}")]
+    Returns {
+        function: String,
+        #[source]
+        source: DisasmError,
+    },
+    #[error("{function} has no RET instruction to put its exit probe on")]
+    NoReturn { function: String },
+}
+
+/// Reads the binary and plans its probes. CPU-heavy (tens of MB, disassembly): call it from
+/// a blocking task.
+pub fn plan(path: &Path) -> Result<ProbePlan, PlanError> {
+    let binary = GoBinary::open(path).map_err(|source| PlanError::Symbols {
+        path: path.to_owned(),
+        source,
+    })?;
+    let resolved = resolve(&binary).ok_or_else(|| PlanError::NotARuntime {
+        path: path.to_owned(),
+    })?;
+    let types = cri_types(&binary).map_err(|source| PlanError::Offsets {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut handlers = Vec::with_capacity(resolved.handlers.len());
+    for handler in &resolved.handlers {
+        let function = &handler.function;
+        let rets = ret_offsets(&binary, function).map_err(|source| PlanError::Returns {
+            function: function.name.clone(),
+            source,
+        })?;
+        if rets.is_empty() {
+            return Err(PlanError::NoReturn {
+                function: function.name.clone(),
+            });
+        }
+        handlers.push(HandlerProbe {
+            method: handler.method,
+            entry_offset: function.file_offset,
+            ret_offsets: rets.iter().map(|r| r.file_offset).collect(),
+        });
+    }
+    Ok(ProbePlan {
+        binary: path.to_owned(),
+        runtime: resolved.runtime,
+        generator: types.generator,
+        offsets: types.offsets,
+        handlers,
+        missing: resolved.missing,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_debian_containerd_gets_a_full_plan() {
+        let path = Path::new("/usr/bin/containerd");
+        if !path.exists() {
+            eprintln!("skipped: /usr/bin/containerd is not installed");
+            return;
+        }
+        let plan = plan(path).expect("plan");
+        assert_eq!(plan.runtime.name(), "containerd");
+        assert!(plan.missing.is_empty(), "missing {:?}", plan.missing);
+        assert_eq!(plan.handlers.len(), CriMethod::ALL.len());
+        assert!(plan.handlers.iter().all(|h| !h.ret_offsets.is_empty()));
+        let run = plan
+            .handlers
+            .iter()
+            .find(|h| h.method == CriMethod::RunPodSandbox)
+            .expect("RunPodSandbox");
+        assert!(run.ret_offsets.iter().all(|r| *r > run.entry_offset));
+        assert!(plan.probe_count() > plan.handlers.len());
+    }
+
+    #[test]
+    fn binaries_without_cri_handlers_are_refused_clearly() {
+        // A Go program of the runtime's family, but no CRI server.
+        let shim = Path::new("/usr/bin/containerd-shim-runc-v2");
+        if shim.exists() {
+            let err = plan(shim).expect_err("the shim is not a CRI runtime");
+            let text = err.to_string();
+            assert!(
+                text.contains("none of the known CRI handler symbols"),
+                "{text}"
+            );
+        }
+        // Not a Go program at all.
+        let err = plan(Path::new("/bin/true")).expect_err("not a runtime");
+        assert!(err.to_string().contains("/bin/true"), "{err}");
+    }
+}

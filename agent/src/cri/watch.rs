@@ -1,0 +1,242 @@
+//! Keeps the CRI uprobes on the running container runtime: finds it from its CRI socket (or a
+//! binary given on the command line), attaches, and re-attaches within one poll interval when
+//! the runtime restarts (new pid) or its binary is replaced. When no runtime or no known
+//! symbols are found, OCI tracing goes on and the reason is logged once and shown in /readyz.
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex, atomic::Ordering},
+    time::Duration,
+};
+use tokio::sync::watch;
+
+use crate::{
+    api::Readiness,
+    ebpf::{CriAttachment, KernelProbes},
+    metrics::ProbeCounts,
+};
+
+use super::{
+    BinaryIdentity, DiscoverError, ProcFs, RuntimeProcess,
+    plan::{ProbePlan, plan},
+};
+
+/// The readiness component the watcher reports on.
+pub const COMPONENT: &str = "cri";
+
+/// Where to look for the runtime.
+#[derive(Clone, Debug)]
+pub struct WatchConfig {
+    /// CRI sockets, tried in order.
+    pub sockets: Vec<PathBuf>,
+    /// Probe this binary instead of the one serving a socket.
+    pub runtime_binary: Option<PathBuf>,
+    /// How often to look for a restarted or replaced runtime.
+    pub interval: Duration,
+}
+
+/// What the probes are attached to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Target {
+    Process {
+        pid: u32,
+        start_time: u64,
+        identity: BinaryIdentity,
+        open_path: PathBuf,
+    },
+    Binary {
+        path: PathBuf,
+        identity: BinaryIdentity,
+    },
+}
+
+impl Target {
+    fn path(&self) -> &PathBuf {
+        match self {
+            Self::Process { open_path, .. } => open_path,
+            Self::Binary { path, .. } => path,
+        }
+    }
+
+    fn identity(&self) -> &BinaryIdentity {
+        match self {
+            Self::Process { identity, .. } | Self::Binary { identity, .. } => identity,
+        }
+    }
+}
+
+/// Finds and follows the runtime; one task owns it.
+pub struct CriWatcher {
+    config: WatchConfig,
+    probes: Arc<Mutex<KernelProbes>>,
+    readiness: Readiness,
+    counts: Arc<ProbeCounts>,
+    service: watch::Sender<String>,
+    current: Option<(Target, CriAttachment)>,
+    /// The target whose planning failed, so the failure is reported once.
+    failed: Option<BinaryIdentity>,
+    /// The last "no runtime" reason logged.
+    last_absence: Option<String>,
+}
+
+impl CriWatcher {
+    pub fn new(
+        config: WatchConfig,
+        probes: Arc<Mutex<KernelProbes>>,
+        readiness: Readiness,
+        counts: Arc<ProbeCounts>,
+        service: watch::Sender<String>,
+    ) -> Self {
+        readiness.register(COMPONENT);
+        Self {
+            config,
+            probes,
+            readiness,
+            counts,
+            service,
+            current: None,
+            failed: None,
+            last_absence: None,
+        }
+    }
+
+    /// Polls until `stop` turns true, then detaches.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(self.config.interval) => self.tick().await,
+                _ = stop.changed() => break,
+            }
+            if *stop.borrow() {
+                break;
+            }
+        }
+        self.detach();
+    }
+
+    /// One look at the runtime, attaching or re-attaching when it changed.
+    pub async fn tick(&mut self) {
+        let found = match self.find() {
+            Ok(target) => target,
+            Err(reason) => {
+                self.detach();
+                if self.last_absence.as_deref() != Some(reason.as_str()) {
+                    tracing::warn!(%reason, "CRI calls are not traced; OCI runtime tracing goes on");
+                    self.last_absence = Some(reason.clone());
+                }
+                self.readiness.set_not_ready(COMPONENT, reason);
+                return;
+            }
+        };
+        self.last_absence = None;
+        if let Some((current, _)) = &mut self.current
+            && current.identity() == found.identity()
+        {
+            // Uprobes belong to the binary (its inode), not to a process: a runtime restarted
+            // from the same binary is traced by the probes already attached.
+            if *current != found {
+                tracing::info!(binary = %found.path().display(), "the runtime restarted; its uprobes stay attached");
+                *current = found;
+            }
+            return;
+        }
+        if self.failed.as_ref() == Some(found.identity()) {
+            return;
+        }
+        self.detach();
+        let path = found.path().clone();
+        let planned = tokio::task::spawn_blocking(move || plan(&path)).await;
+        let result = match planned {
+            Ok(Ok(plan)) => self.attach(&found, plan),
+            Ok(Err(err)) => Err(crate::correlate::error_chain(&err)),
+            Err(err) => Err(format!("planning the CRI probes failed: {err}")),
+        };
+        if let Err(reason) = result {
+            tracing::warn!(
+                binary = %found.path().display(),
+                %reason,
+                "cannot trace CRI calls of this runtime; OCI runtime tracing goes on"
+            );
+            self.readiness.set_not_ready(COMPONENT, reason);
+            self.failed = Some(*found.identity());
+        }
+    }
+
+    fn attach(&mut self, target: &Target, plan: ProbePlan) -> Result<(), String> {
+        let mut probes = self
+            .probes
+            .lock()
+            .map_err(|_| "the probes lock is poisoned".to_owned())?;
+        let attachment = probes
+            .attach_cri(&plan.binary, plan.offsets, &plan.handlers)
+            .map_err(|err| crate::correlate::error_chain(&err))?;
+        drop(probes);
+        let count = attachment.probes();
+        self.counts.uprobes.store(count as u64, Ordering::Relaxed);
+        let _ = self.service.send(plan.runtime.name().to_owned());
+        tracing::info!(
+            runtime = plan.runtime.name(),
+            binary = %target.path().display(),
+            generator = ?plan.generator,
+            handlers = plan.handlers.len(),
+            uprobes = count,
+            missing = ?plan.missing,
+            "CRI uprobes attached"
+        );
+        self.readiness.set_ready(COMPONENT);
+        self.failed = None;
+        self.current = Some((target.clone(), attachment));
+        Ok(())
+    }
+
+    /// Detaches in the background: closing each uprobe waits for the kernel (~0.1 s each, one
+    /// at a time), and tracing must not wait for that.
+    fn detach(&mut self) {
+        if let Some((target, attachment)) = self.current.take() {
+            tracing::info!(
+                binary = %target.path().display(),
+                uprobes = attachment.probes(),
+                "detaching the CRI uprobes in the background"
+            );
+            self.counts.uprobes.store(0, Ordering::Relaxed);
+            let spawned = std::thread::Builder::new()
+                .name("uprobe-detach".to_owned())
+                .spawn(move || drop(attachment));
+            if let Err(err) = spawned {
+                tracing::warn!(error = %err, "cannot detach the CRI uprobes in the background");
+            }
+        }
+    }
+
+    fn find(&self) -> Result<Target, String> {
+        if let Some(path) = &self.config.runtime_binary {
+            let metadata = std::fs::metadata(path)
+                .map_err(|err| format!("cannot read --runtime-binary {}: {err}", path.display()))?;
+            return Ok(Target::Binary {
+                path: path.clone(),
+                identity: BinaryIdentity::of(&metadata),
+            });
+        }
+        let proc = ProcFs::default();
+        let mut reasons = Vec::new();
+        for socket in &self.config.sockets {
+            match proc.discover(socket) {
+                Ok(process) => return Ok(process_target(process)),
+                Err(err @ (DiscoverError::NoSocket { .. } | DiscoverError::NoProcess { .. })) => {
+                    reasons.push(err.to_string());
+                }
+                Err(err) => reasons.push(crate::correlate::error_chain(&err)),
+            }
+        }
+        Err(format!("no CRI runtime found: {}", reasons.join("; ")))
+    }
+}
+
+fn process_target(process: RuntimeProcess) -> Target {
+    Target::Process {
+        pid: process.pid,
+        start_time: process.start_time,
+        identity: process.identity,
+        open_path: process.open_path,
+    }
+}
