@@ -1,6 +1,7 @@
 //! `cargo xtask`: every project workflow one command away (setup, test, demo).
 
 mod demo;
+mod deploy_check;
 mod setup;
 mod test;
 

@@ -28,10 +28,50 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
 /// The bpf-linker release known to work with the toolchain's LLVM (RUNTIME-FACTS.md).
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
+/// Python packages the tests use, by the module that tells whether it is installed.
+const PYTHON_PACKAGES: &[(&str, &str, &str)] = &[
+    (
+        "kubernetes-validate==1.37.0",
+        "kubernetes_validate",
+        "validates the rendered deploy/ manifests against the Kubernetes schemas, offline",
+    ),
+    (
+        "rotel==0.0.1a15",
+        "rotel",
+        "rotel-agent, the real OpenTelemetry collector the OTLP export tests send to",
+    ),
+];
+
 pub fn run() -> anyhow::Result<()> {
     rust_src()?;
     bpf_linker()?;
     debian_packages()?;
+    python_packages()?;
+    Ok(())
+}
+
+fn python_packages() -> anyhow::Result<()> {
+    for (requirement, module, why) in PYTHON_PACKAGES {
+        let present = Command::new("python3")
+            .args(["-c", &format!("import {module}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if present {
+            continue;
+        }
+        step(&format!(
+            "installing the Python package {requirement}: {why}"
+        ));
+        run_cmd(Command::new("python3").args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--root-user-action=ignore",
+            requirement,
+        ]))
+        .with_context(|| format!("pip install {requirement} failed"))?;
+    }
     Ok(())
 }
 

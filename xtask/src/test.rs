@@ -12,6 +12,8 @@ pub fn run() -> anyhow::Result<()> {
         &["clippy", "--all-targets", "--", "-D", "warnings"],
         "clippy lints",
     )?;
+    eprintln!("[xtask test] deploy/ manifests");
+    crate::deploy_check::run()?;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!(
@@ -26,8 +28,10 @@ fn run_tests() -> anyhow::Result<()> {
     use std::io::{BufRead as _, BufReader};
     let args = ["test", "--", "--test-threads=1"];
     eprintln!("[xtask test] cargo {}", args.join(" "));
+    // The collector the OTLP tests need is installed by setup: missing, it is a failure.
     let mut child = Command::new(env!("CARGO"))
         .args(args)
+        .env("NODETRACE_REQUIRE_ROTEL", "1")
         .stdout(std::process::Stdio::piped())
         .spawn()
         .context("cannot run cargo test")?;
