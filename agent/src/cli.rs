@@ -62,6 +62,23 @@ pub struct AgentArgs {
     /// Put the CRI uprobes on this runtime binary instead of the one serving --cri-socket.
     #[arg(long, env = "NODETRACE_RUNTIME_BINARY")]
     pub runtime_binary: Option<PathBuf>,
+    /// Also push every span to this OpenTelemetry collector (gRPC: `http://host:4317`;
+    /// with `--otlp-protocol http`: `http://host:4318`). Off when not set.
+    #[arg(long, env = "NODETRACE_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// OTLP transport: `grpc` or `http` (HTTP/protobuf).
+    #[arg(long, value_enum, default_value_t = OtlpProtocol::Grpc, env = "NODETRACE_OTLP_PROTOCOL")]
+    pub otlp_protocol: OtlpProtocol,
+    /// A header sent with every OTLP request, `key=value` (repeat for more), e.g. an
+    /// authorization token.
+    #[arg(long = "otlp-header", value_parser = parse_otlp_header)]
+    pub otlp_headers: Vec<(String, String)>,
+    /// Time limit of one OTLP export request, e.g. 10s.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub otlp_timeout: Duration,
+    /// Name of the cluster, put on exported spans as the resource attribute k8s.cluster.name.
+    #[arg(long, env = "NODETRACE_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
     /// Kernel BTF used to find structure offsets.
     #[arg(long, default_value = crate::ebpf::VMLINUX_BTF)]
     pub btf: PathBuf,
@@ -94,6 +111,19 @@ pub struct TraceArgs {
     /// Width of the waterfall in columns.
     #[arg(long, default_value_t = 100)]
     pub width: usize,
+}
+
+/// The OTLP transport of `--otlp-protocol`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OtlpProtocol {
+    /// OTLP/gRPC.
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies.
+    Http,
+}
+
+fn parse_otlp_header(text: &str) -> Result<(String, String), String> {
+    crate::export::parse_header(text).map_err(|err| err.to_string())
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -146,6 +176,29 @@ mod tests {
         assert!(parse_duration("24").is_err());
         assert!(parse_duration("h").is_err());
         assert!(parse_duration("5w").is_err());
+    }
+
+    #[test]
+    fn otlp_flags_parse_and_bad_headers_are_refused() {
+        let cli = Cli::try_parse_from([
+            "nodetrace",
+            "agent",
+            "--otlp-endpoint",
+            "http://127.0.0.1:4318",
+            "--otlp-protocol",
+            "http",
+            "--otlp-header",
+            "Authorization=Bearer x",
+        ])
+        .expect("valid flags");
+        let Command::Agent(args) = cli.command else {
+            panic!("not the agent command");
+        };
+        assert_eq!(args.otlp_protocol, OtlpProtocol::Http);
+        assert_eq!(args.otlp_headers, [("authorization".to_owned(), "Bearer x".to_owned())]);
+        let err = Cli::try_parse_from(["nodetrace", "agent", "--otlp-header", "novalue"])
+            .expect_err("a header needs key=value");
+        assert!(err.to_string().contains("key=value"), "{err}");
     }
 
     #[test]

@@ -14,10 +14,11 @@ use tokio::{
 
 use crate::{
     api::{self, ApiState, Readiness},
-    cli::AgentArgs,
+    cli::{AgentArgs, OtlpProtocol},
     correlate::{Correlator, CorrelatorConfig, HostNode},
     cri::{CriWatcher, WatchConfig},
     ebpf::{KernelEvent, KernelProbes, ReaderStats, WallClock, run_reader},
+    export::{ExportConfig, Exporter, Protocol},
     metrics::{self, HttpMetrics, MetricSources, Metrics, ProbeCounts},
     store::{Store, StoreConfig},
 };
@@ -87,10 +88,33 @@ pub async fn run_until(
         HostNode::default(),
         WallClock::sample(),
         CorrelatorConfig {
-            node_name,
+            node_name: node_name.clone(),
             ..CorrelatorConfig::default()
         },
     );
+    let export = match &args.otlp_endpoint {
+        Some(endpoint) => {
+            let config = ExportConfig {
+                endpoint: endpoint.clone(),
+                protocol: match args.otlp_protocol {
+                    OtlpProtocol::Grpc => Protocol::Grpc,
+                    OtlpProtocol::Http => Protocol::HttpProtobuf,
+                },
+                headers: args.otlp_headers.clone(),
+                timeout: args.otlp_timeout,
+                cluster_name: args.cluster_name.clone(),
+                node_name: node_name.clone(),
+                host_name: hostname(),
+                ..ExportConfig::default()
+            };
+            let (export_sink, export_handle) =
+                Exporter::start(config).context("cannot start the OTLP export")?;
+            tracing::info!(%endpoint, protocol = ?args.otlp_protocol, "pushing spans over OTLP");
+            Some((export_sink, export_handle))
+        }
+        None => None,
+    };
+    let export_sink = export.as_ref().map(|(sink, _)| sink.clone());
     let metric_sources = MetricSources {
         reader: reader_stats.clone(),
         correlator: correlator.stats(),
@@ -98,6 +122,7 @@ pub async fn run_until(
         store: store.clone(),
         probes: probes.clone(),
         probe_counts: probe_counts.clone(),
+        export: export_sink.clone(),
     };
     let (service_tx, mut service_rx) = watch::channel(String::from("containerd"));
     let mut watcher = CriWatcher::new(
@@ -116,10 +141,13 @@ pub async fn run_until(
             tokio::select! {
                 event = events_rx.recv() => {
                     let Some(event) = event else { break };
-                    if let Some(span) = correlator.on_event(event)
-                        && sink.send(span).is_err()
-                    {
-                        tracing::debug!("span queue full; span dropped");
+                    if let Some(span) = correlator.on_event(event) {
+                        if let Some(export) = &export_sink {
+                            export.send(span.clone());
+                        }
+                        if sink.send(span).is_err() {
+                            tracing::debug!("span queue full; span dropped");
+                        }
                     }
                 }
                 Ok(()) = service_rx.changed() => {
@@ -162,6 +190,12 @@ pub async fn run_until(
     drop(probes);
     let _ = tokio::time::timeout(Duration::from_secs(5), correlator_task).await;
     writer.shutdown().await;
+    if let Some((_, handle)) = export {
+        match handle.shutdown().await {
+            Ok(stats) => tracing::info!(?stats, "OTLP export stopped"),
+            Err(err) => tracing::warn!(error = %err, "stopping the OTLP export failed"),
+        }
+    }
     Ok(())
 }
 

@@ -8,7 +8,10 @@ use tracing_subscriber::EnvFilter;
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                // The export stack's own logs would report on the agent's own traffic.
+                EnvFilter::new("info,h2=off,hyper=off,tonic=off,tower=off,opentelemetry=off")
+            }),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -8,10 +8,8 @@ use nodetrace::export::{ExportConfig, ExportHandle, ExportSink, Exporter, Protoc
 use nodetrace::model::{
     AttrValue, Attribute, PodRef, Span, SpanId, SpanKind, SpanStatus, TraceId, keys,
 };
+use nodetrace_testbed::rotel::{LoggedSpan, Rotel, free_port, rotel_or_skip};
 use std::collections::BTreeMap;
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const POD_UID: &str = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
@@ -20,231 +18,6 @@ const CONTAINER_ID: &str = "9c8b7a6f5e4d3c2b1a0f9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b
 const NODE: &str = "node-a";
 const CLUSTER: &str = "test-cluster";
 const HOST: &str = "node-a.example";
-
-// ---------------------------------------------------------------------------------------------
-// rotel-agent
-
-/// The rotel-agent binary: `$ROTEL_AGENT`, then `rotel-agent` on the PATH, then the one inside
-/// the `rotel` Python package (pip does not put it on the PATH).
-fn find_rotel() -> Result<PathBuf, String> {
-    if let Some(path) = std::env::var_os("ROTEL_AGENT").map(PathBuf::from) {
-        return match path.is_file() {
-            true => Ok(path),
-            false => Err(format!("ROTEL_AGENT={} is not a file", path.display())),
-        };
-    }
-    let on_path = std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|dir| dir.join("rotel-agent"))
-        .find(|p| p.is_file());
-    if let Some(path) = on_path {
-        return Ok(path);
-    }
-    let script =
-        "import os, rotel; print(os.path.join(os.path.dirname(rotel.__file__), 'rotel-agent'))";
-    let output = Command::new("python3")
-        .args(["-c", script])
-        .output()
-        .map_err(|e| format!("rotel-agent is not on the PATH and python3 failed: {e}"))?;
-    let path = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
-    if output.status.success() && path.is_file() {
-        Ok(path)
-    } else {
-        Err("rotel-agent not found (pip install rotel, or set ROTEL_AGENT)".to_owned())
-    }
-}
-
-/// The binary, or `None` after printing why the test is skipped.
-fn rotel_or_skip() -> Option<PathBuf> {
-    match find_rotel() {
-        Ok(path) => Some(path),
-        Err(reason) if std::env::var_os("NODETRACE_REQUIRE_ROTEL").is_some() => panic!("{reason}"),
-        Err(reason) => {
-            eprintln!("SKIPPED: {reason}");
-            None
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local address").port()
-}
-
-/// A running rotel-agent; killed by pid when dropped.
-struct Rotel {
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl Rotel {
-    fn start(bin: &Path, grpc_port: u16, http_port: u16) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let out = std::fs::File::create(dir.path().join("rotel.out")).expect("stdout file");
-        let err = out.try_clone().expect("stderr file");
-        let child = Command::new(bin)
-            .args(rotel_args(dir.path(), grpc_port, http_port))
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
-        let mut rotel = Self { child, dir };
-        rotel.wait_listening(&[grpc_port, http_port]);
-        rotel
-    }
-
-    fn wait_listening(&mut self, ports: &[u16]) {
-        let until = Instant::now() + Duration::from_secs(10);
-        while !ports
-            .iter()
-            .all(|p| TcpStream::connect(("127.0.0.1", *p)).is_ok())
-        {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("rotel-agent exited ({status}):\n{}", self.log());
-            }
-            assert!(
-                Instant::now() < until,
-                "rotel-agent not listening:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// What it logged: in the foreground rotel-agent writes to stdout, `--log-file` is for
-    /// `--daemon`; both are read.
-    fn log(&self) -> String {
-        ["rotel.out", "rotel.log"]
-            .iter()
-            .filter_map(|name| std::fs::read_to_string(self.dir.path().join(name)).ok())
-            .collect()
-    }
-
-    /// The spans logged so far, once every one of `ids` is among them.
-    async fn wait_for_spans(&self, ids: &[SpanId]) -> BTreeMap<String, LoggedSpan> {
-        let until = Instant::now() + Duration::from_secs(10);
-        loop {
-            let logged = parse_log(&self.log());
-            if ids.iter().all(|id| logged.contains_key(&id.to_hex())) {
-                return logged;
-            }
-            assert!(
-                Instant::now() < until,
-                "spans missing; rotel logged:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-fn rotel_args(dir: &Path, grpc_port: u16, http_port: u16) -> Vec<String> {
-    let path = |name: &str| dir.join(name).display().to_string();
-    [
-        "start",
-        "--otlp-grpc-endpoint",
-        &format!("127.0.0.1:{grpc_port}"),
-        "--otlp-http-endpoint",
-        &format!("127.0.0.1:{http_port}"),
-        "--debug-log",
-        "traces",
-        "--debug-log-verbosity",
-        "detailed",
-        "--exporter",
-        "blackhole",
-        "--log-file",
-        &path("rotel.log"),
-        "--pid-file",
-        &path("rotel.pid"),
-    ]
-    .map(str::to_owned)
-    .to_vec()
-}
-
-impl Drop for Rotel {
-    fn drop(&mut self) {
-        // SIGKILL to the child's pid, then reap it.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// rotel's detailed debug log
-
-/// One span as rotel's debug exporter printed it (values as printed: `Str(x)`, `Int(1)`, ...).
-#[derive(Debug, Default, Clone)]
-struct LoggedSpan {
-    resource: BTreeMap<String, String>,
-    fields: BTreeMap<String, String>,
-    attributes: BTreeMap<String, String>,
-}
-
-#[derive(PartialEq)]
-enum Section {
-    Other,
-    Resource,
-    Span,
-    SpanAttributes,
-}
-
-/// Spans by span id (hex).
-fn parse_log(text: &str) -> BTreeMap<String, LoggedSpan> {
-    let mut spans = BTreeMap::new();
-    let mut resource = BTreeMap::new();
-    let mut current: Option<LoggedSpan> = None;
-    let mut section = Section::Other;
-    let mut finish = |span: Option<LoggedSpan>| {
-        if let Some(span) = span {
-            let id = span.fields.get("ID").cloned().unwrap_or_default();
-            spans.insert(id, span);
-        }
-    };
-    for line in text.lines() {
-        let trimmed = line.trim();
-        if line.starts_with("ResourceSpans #") {
-            finish(current.take());
-            resource = BTreeMap::new();
-            section = Section::Other;
-        } else if line == "Resource attributes:" {
-            section = Section::Resource;
-        } else if line.starts_with("ScopeSpans #") {
-            finish(current.take());
-            section = Section::Other;
-        } else if line.starts_with("Span #") {
-            finish(current.take());
-            current = Some(LoggedSpan {
-                resource: resource.clone(),
-                ..LoggedSpan::default()
-            });
-            section = Section::Span;
-        } else if line == "Attributes:" && section == Section::Span {
-            section = Section::SpanAttributes;
-        } else if let Some((key, value)) = trimmed
-            .strip_prefix("-> ")
-            .and_then(|kv| kv.split_once(": "))
-        {
-            match (&section, current.as_mut()) {
-                (Section::Resource, _) => {
-                    resource.insert(key.to_owned(), value.to_owned());
-                }
-                (Section::SpanAttributes, Some(span)) => {
-                    span.attributes.insert(key.to_owned(), value.to_owned());
-                }
-                _ => {}
-            }
-        } else if let (Section::Span, Some(span), Some((key, value))) =
-            (&section, current.as_mut(), trimmed.split_once(':'))
-        {
-            span.fields
-                .insert(key.trim().to_owned(), value.trim().to_owned());
-        }
-    }
-    finish(current.take());
-    spans
-}
 
 /// How rotel prints one of our attribute values.
 fn printed(value: &AttrValue) -> String {
@@ -457,7 +230,7 @@ async fn export_pod_lifecycle(protocol: Protocol) {
     let (sink, handle) = Exporter::start(config(protocol, endpoint)).expect("exporter starts");
     let spans = pod_lifecycle();
     send_all(&sink, &spans);
-    let ids: Vec<SpanId> = spans.iter().map(|s| s.span_id).collect();
+    let ids: Vec<String> = spans.iter().map(|s| s.span_id.to_hex()).collect();
     let logged = rotel.wait_for_spans(&ids).await;
     assert_arrived_intact(&spans, &logged);
     let stats = shutdown(handle).await;
@@ -505,7 +278,7 @@ async fn spans_sent_while_the_collector_is_down_arrive_once_it_is_up() {
     assert_eq!(down.exported_spans, 0, "{down:?}");
 
     let rotel = Rotel::start(&bin, grpc_port, http_port);
-    let ids: Vec<SpanId> = spans.iter().map(|s| s.span_id).collect();
+    let ids: Vec<String> = spans.iter().map(|s| s.span_id.to_hex()).collect();
     let logged = rotel.wait_for_spans(&ids).await;
     assert_arrived_intact(&spans, &logged);
 

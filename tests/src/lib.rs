@@ -5,7 +5,8 @@
 //!
 //! Needs root, `/usr/bin/containerd`, `runc`, `ctr`, gcc with a static libc and
 //! `/bin/busybox` (Debian: containerd runc busybox-static gcc libc6-dev), and `protoc`
-//! to build (protobuf-compiler).
+//! to build (protobuf-compiler). The private registry for PullImage tests needs
+//! `docker-registry` and `skopeo` (Debian packages of those names).
 
 pub mod clock;
 pub mod containerd;
@@ -13,6 +14,8 @@ pub mod cri;
 pub mod images;
 pub mod lifecycle;
 pub mod pod_cgroups;
+pub mod registry;
+pub mod rotel;
 pub mod teardown;
 pub mod testbed;
 
@@ -21,5 +24,6 @@ pub use containerd::{ContainerdError, ContainerdOptions, PrivateContainerd};
 pub use cri::{CriCall, CriClient, CriError};
 pub use images::{BUSYBOX_IMAGE, LocalImages, PAUSE_IMAGE};
 pub use lifecycle::{LifecycleReport, PodLifecycle};
+pub use registry::{Registry, RegistryError};
 pub use teardown::{TeardownError, TeardownReport};
 pub use testbed::{Testbed, TestbedError};

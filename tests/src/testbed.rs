@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::containerd::{ContainerdError, PrivateContainerd};
+use crate::containerd::{ContainerdError, ContainerdOptions, PrivateContainerd};
 use crate::cri::{CriClient, CriError};
 use crate::images::{ImageError, LocalImages};
 use crate::lifecycle::PodLifecycle;
@@ -42,7 +42,16 @@ impl Testbed {
     /// Starts a private containerd in `work_dir` (deleted on teardown), builds and imports
     /// the images, and waits until the CRI sees them.
     pub async fn start(work_dir: &Path) -> Result<Self, TestbedError> {
-        let containerd = PrivateContainerd::start(work_dir).await?;
+        Self::start_with(work_dir, ContainerdOptions::default()).await
+    }
+
+    /// [`Testbed::start`] with containerd set up by `options` (e.g. with insecure
+    /// registries to pull from).
+    pub async fn start_with(
+        work_dir: &Path,
+        options: ContainerdOptions,
+    ) -> Result<Self, TestbedError> {
+        let containerd = PrivateContainerd::start_with(work_dir, options).await?;
         let images_dir = containerd.layout().images.clone();
         let socket = containerd.socket().to_path_buf();
         let images = tokio::task::spawn_blocking(move || {

@@ -10,7 +10,11 @@ use nodetrace::{
     },
     cli::AgentArgs,
 };
-use nodetrace_testbed::{CallWindow, CriCall, LifecycleReport, Testbed};
+use nodetrace_testbed::{
+    CallWindow, CriCall, LifecycleReport, Testbed,
+    rotel::{LoggedSpan, Rotel, free_port, rotel_or_skip},
+};
+use std::collections::BTreeMap;
 use std::{net::SocketAddr, path::Path, time::Duration};
 use tokio::sync::oneshot;
 
@@ -27,7 +31,7 @@ struct Agent {
 }
 
 impl Agent {
-    async fn start(data_dir: &Path, cri_socket: &Path) -> Self {
+    async fn start(data_dir: &Path, cri_socket: &Path, otlp_endpoint: Option<String>) -> Self {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
         let addr = listener.local_addr().expect("local addr");
         drop(listener);
@@ -41,6 +45,11 @@ impl Agent {
             max_store_mib: 64,
             cri_sockets: vec![cri_socket.to_owned()],
             runtime_binary: None,
+            otlp_endpoint,
+            otlp_protocol: nodetrace::cli::OtlpProtocol::Grpc,
+            otlp_headers: Vec::new(),
+            otlp_timeout: Duration::from_secs(5),
+            cluster_name: Some("e2e-cluster".to_owned()),
             btf: nodetrace::ebpf::VMLINUX_BTF.into(),
         };
         let (stop, stopped) = oneshot::channel::<()>();
@@ -87,6 +96,109 @@ impl Agent {
             .expect("agent task")
             .expect("agent ran without error");
     }
+}
+
+/// Spans of an OTLP/JSON body by span id, with their resource's attributes.
+fn otlp_spans(
+    body: &serde_json::Value,
+) -> BTreeMap<String, (serde_json::Value, serde_json::Value)> {
+    let mut spans = BTreeMap::new();
+    for resource_spans in body["resourceSpans"].as_array().expect("resourceSpans") {
+        let resource = resource_spans["resource"]["attributes"].clone();
+        for scope in resource_spans["scopeSpans"].as_array().expect("scopeSpans") {
+            for span in scope["spans"].as_array().expect("spans") {
+                let id = span["spanId"].as_str().expect("spanId").to_owned();
+                spans.insert(id, (resource.clone(), span.clone()));
+            }
+        }
+    }
+    spans
+}
+
+/// An OTLP/JSON attribute value as rotel's debug log prints it.
+fn printed(value: &serde_json::Value) -> String {
+    if let Some(s) = value.get("stringValue").and_then(|v| v.as_str()) {
+        return format!("Str({s})");
+    }
+    if let Some(i) = value.get("intValue") {
+        return format!(
+            "Int({})",
+            i.as_str().map_or_else(|| i.to_string(), str::to_owned)
+        );
+    }
+    if let Some(b) = value.get("boolValue").and_then(|v| v.as_bool()) {
+        return format!("Bool({b})");
+    }
+    let items: Vec<String> = value["arrayValue"]["values"]
+        .as_array()
+        .map(|values| values.iter().map(printed).collect())
+        .unwrap_or_default();
+    format!("Slice({})", items.join(", "))
+}
+
+fn printed_attributes(attributes: &serde_json::Value) -> BTreeMap<String, String> {
+    attributes
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .map(|a| {
+                    (
+                        a["key"].as_str().unwrap_or("").to_owned(),
+                        printed(&a["value"]),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn assert_same_span(
+    id: &str,
+    resource: &serde_json::Value,
+    span: &serde_json::Value,
+    logged: &LoggedSpan,
+) {
+    let name = span["name"].as_str().unwrap_or("");
+    let field = |key: &str| logged.fields.get(key).cloned().unwrap_or_default();
+    assert_eq!(
+        field("Trace ID"),
+        span["traceId"].as_str().unwrap_or(""),
+        "{name} {id}"
+    );
+    assert_eq!(
+        field("Parent ID"),
+        span["parentSpanId"].as_str().unwrap_or(""),
+        "{name}"
+    );
+    assert_eq!(field("Name"), name);
+    assert_eq!(
+        field("Start time"),
+        span["startTimeUnixNano"].as_str().unwrap_or(""),
+        "{name}"
+    );
+    assert_eq!(
+        field("End time"),
+        span["endTimeUnixNano"].as_str().unwrap_or(""),
+        "{name}"
+    );
+    assert_eq!(
+        logged.attributes,
+        printed_attributes(&span["attributes"]),
+        "attributes of {name}"
+    );
+    let resource = printed_attributes(resource);
+    for (key, value) in &resource {
+        assert_eq!(
+            logged.resource.get(key),
+            Some(value),
+            "resource {key} of {name}"
+        );
+    }
+    assert_eq!(
+        logged.resource.get("k8s.cluster.name").map(String::as_str),
+        Some("Str(e2e-cluster)"),
+        "{name}"
+    );
 }
 
 /// The value of a metric line (`name{labels} value`) in a Prometheus text scrape.
@@ -194,9 +306,17 @@ async fn a_pod_lifecycle_is_traced_end_to_end() {
     let testbed = Testbed::start(&work.path().join("testbed"))
         .await
         .expect("start the testbed");
+    // A real OpenTelemetry collector receives the same spans over OTLP/gRPC.
+    let rotel = rotel_or_skip().map(|bin| {
+        let grpc = free_port();
+        (Rotel::start(&bin, grpc, free_port()), grpc)
+    });
     let agent = Agent::start(
         &work.path().join("agent-data"),
         testbed.containerd().socket(),
+        rotel
+            .as_ref()
+            .map(|(_, port)| format!("http://127.0.0.1:{port}")),
     )
     .await;
 
@@ -473,6 +593,27 @@ async fn a_pod_lifecycle_is_traced_end_to_end() {
         ids
     };
     assert_eq!(ids(&by_uid), ids(&traces));
+
+    // The collector got the same spans, with the same ids and attributes.
+    if let Some((rotel, _)) = &rotel {
+        let otlp = reqwest::get(format!(
+            "{}/api/traces?pod_uid={uid}&format=otlp",
+            agent.url()
+        ))
+        .await
+        .expect("OTLP/JSON from the API")
+        .text()
+        .await
+        .expect("body");
+        let otlp: serde_json::Value = serde_json::from_str(&otlp).expect("OTLP/JSON");
+        let api_spans = otlp_spans(&otlp);
+        assert_eq!(api_spans.len(), spans.len());
+        let ids: Vec<String> = api_spans.keys().cloned().collect();
+        let logged = rotel.wait_for_spans(&ids).await;
+        for (id, (resource, span)) in &api_spans {
+            assert_same_span(id, resource, span, &logged[id]);
+        }
+    }
 
     // The agent's own metrics moved with the work it did.
     let after = scrape(&agent).await;

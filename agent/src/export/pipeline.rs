@@ -69,6 +69,11 @@ impl ExportSink {
             }
         }
     }
+
+    /// The export counters now (for the metrics endpoint).
+    pub fn stats(&self) -> ExportStats {
+        self.counters.snapshot()
+    }
 }
 
 /// Reads the export counters and stops the task. Dropping it without

@@ -17,6 +17,7 @@ use std::{
 use crate::{
     correlate::CorrelatorStats,
     ebpf::{KernelProbes, ReaderStats},
+    export::ExportSink,
     store::{SpanSink, Store},
 };
 
@@ -36,6 +37,8 @@ pub struct MetricSources {
     pub store: Store,
     pub probes: Arc<Mutex<KernelProbes>>,
     pub probe_counts: Arc<ProbeCounts>,
+    /// The OTLP export, when configured.
+    pub export: Option<ExportSink>,
 }
 
 pub(super) struct StageCollector {
@@ -200,6 +203,32 @@ impl Collector for StageCollector {
                 "CRI handler calls seen, by method (polled methods included)",
                 "method",
                 &values,
+            )?;
+        }
+        if let Some(export) = &s.export {
+            let stats = export.stats();
+            counter(
+                &mut encoder,
+                "otlp_exported_spans",
+                "Spans the OTLP collector accepted",
+                stats.exported_spans,
+            )?;
+            counter(
+                &mut encoder,
+                "otlp_export_failures",
+                "OTLP export requests that failed (each attempt)",
+                stats.failed_exports,
+            )?;
+            labelled_counters(
+                &mut encoder,
+                "otlp_dropped_spans",
+                "Spans not exported, by reason",
+                "reason",
+                &[
+                    ("queue_full", stats.dropped_queue_full),
+                    ("retry_buffer_full", stats.dropped_retry_full),
+                    ("shutdown", stats.dropped_at_shutdown),
+                ],
             )?;
         }
         let mut probes = encoder.encode_descriptor(

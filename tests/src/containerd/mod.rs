@@ -26,6 +26,10 @@ pub struct ContainerdOptions {
     pub start_timeout: Duration,
     /// How long the CRI may take to remove all pods during teardown.
     pub cri_cleanup_timeout: Duration,
+    /// Registries (`host:port`) the CRI pulls from over plain HTTP, e.g. a
+    /// [`Registry`](crate::registry::Registry)'s [`host`](crate::registry::Registry::host).
+    /// Empty by default.
+    pub insecure_registries: Vec<String>,
 }
 
 impl Default for ContainerdOptions {
@@ -34,6 +38,7 @@ impl Default for ContainerdOptions {
             sandbox_image: PAUSE_IMAGE.to_string(),
             start_timeout: Duration::from_secs(30),
             cri_cleanup_timeout: Duration::from_secs(30),
+            insecure_registries: Vec::new(),
         }
     }
 }
@@ -112,7 +117,7 @@ impl PrivateContainerd {
         work_dir: &Path,
         options: ContainerdOptions,
     ) -> Result<Self, ContainerdError> {
-        let layout = process::prepare(work_dir, &options.sandbox_image)?;
+        let layout = process::prepare(work_dir, &options)?;
         let mut containerd = Self {
             layout,
             options,

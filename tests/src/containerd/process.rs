@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{ContainerdError, ContainerdLayout, MAX_SOCKET_PATH};
+use super::{ContainerdError, ContainerdLayout, ContainerdOptions, MAX_SOCKET_PATH};
 
 /// The containerd binary the Debian package installs.
 pub const CONTAINERD_BIN: &str = "/usr/bin/containerd";
@@ -34,7 +34,7 @@ fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) ->
 /// Creates the work directory and its subdirectories and writes the config.
 pub(super) fn prepare(
     work_dir: &Path,
-    sandbox_image: &str,
+    options: &ContainerdOptions,
 ) -> Result<ContainerdLayout, ContainerdError> {
     std::fs::create_dir_all(work_dir).map_err(io_error("create", work_dir))?;
     let work_dir = work_dir
@@ -59,8 +59,11 @@ pub(super) fn prepare(
     ] {
         std::fs::create_dir_all(dir).map_err(io_error("create", dir))?;
     }
-    std::fs::write(&layout.config, layout.render_config(sandbox_image))
-        .map_err(io_error("write", &layout.config))?;
+    std::fs::write(
+        &layout.config,
+        layout.render_config(&options.sandbox_image, &options.insecure_registries),
+    )
+    .map_err(io_error("write", &layout.config))?;
     Ok(layout)
 }
 
