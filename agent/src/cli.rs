@@ -21,8 +21,53 @@ pub struct Cli {
 pub enum Command {
     /// Run the node agent: load the eBPF programs, record spans, serve the HTTP API.
     Agent(AgentArgs),
-    /// Print one pod's trace from an agent as a terminal waterfall (or JSON).
+    /// Print one pod's trace from one or more agents as a terminal waterfall (or JSON).
     Trace(TraceArgs),
+    /// List the pods the agents have seen, newest activity first.
+    Pods(PodsArgs),
+}
+
+/// Which agents to ask.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Base URL of an agent's API; repeat to ask several agents (their answers are merged).
+    #[arg(
+        long = "server",
+        env = "NODETRACE_SERVER",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:9750"
+    )]
+    pub servers: Vec<String>,
+    /// A file of agent URLs, one per line (blank lines and `#` comments ignored), asked in
+    /// addition to --server.
+    #[arg(long)]
+    pub servers_file: Option<PathBuf>,
+    /// File holding the bearer token for the agents.
+    #[arg(long, env = "NODETRACE_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PodsArgs {
+    #[command(flatten)]
+    pub servers: ServerArgs,
+    /// How far back to look, e.g. 1h, 30m, 7d.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub since: Duration,
+    /// Most pods to list (per agent).
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+    pub output: ListFormat,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ListFormat {
+    /// Aligned columns.
+    Table,
+    /// JSON lines, one pod per line.
+    Json,
 }
 
 #[derive(Debug, Args)]
@@ -92,16 +137,8 @@ pub struct TraceArgs {
     /// The pod, by UID.
     #[arg(long)]
     pub pod_uid: Option<String>,
-    /// Base URL of the agent's API.
-    #[arg(
-        long,
-        env = "NODETRACE_SERVER",
-        default_value = "http://127.0.0.1:9750"
-    )]
-    pub server: String,
-    /// File holding the bearer token for the agent.
-    #[arg(long, env = "NODETRACE_TOKEN_FILE")]
-    pub token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub servers: ServerArgs,
     /// How far back to look, e.g. 1h, 30m, 7d.
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     pub since: Duration,
@@ -195,7 +232,10 @@ mod tests {
             panic!("not the agent command");
         };
         assert_eq!(args.otlp_protocol, OtlpProtocol::Http);
-        assert_eq!(args.otlp_headers, [("authorization".to_owned(), "Bearer x".to_owned())]);
+        assert_eq!(
+            args.otlp_headers,
+            [("authorization".to_owned(), "Bearer x".to_owned())]
+        );
         let err = Cli::try_parse_from(["nodetrace", "agent", "--otlp-header", "novalue"])
             .expect_err("a header needs key=value");
         assert!(err.to_string().contains("key=value"), "{err}");

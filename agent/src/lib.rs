@@ -12,6 +12,7 @@ pub mod cri;
 pub mod daemon;
 pub mod ebpf;
 pub mod export;
+pub mod k8s;
 pub mod metrics;
 pub mod model;
 pub mod oci;

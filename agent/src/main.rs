@@ -7,16 +7,15 @@ use tracing_subscriber::EnvFilter;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                // The export stack's own logs would report on the agent's own traffic.
-                EnvFilter::new("info,h2=off,hyper=off,tonic=off,tower=off,opentelemetry=off")
-            }),
-        )
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+            // The export stack's own logs would report on the agent's own traffic.
+            EnvFilter::new("info,h2=off,hyper=off,tonic=off,tower=off,opentelemetry=off")
+        }))
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
         Command::Agent(args) => nodetrace::daemon::run(args).await,
         Command::Trace(args) => nodetrace::query::run(args).await,
+        Command::Pods(args) => nodetrace::query::pods(args).await,
     }
 }

@@ -3,6 +3,7 @@
 
 use super::format::jaeger_model::{Trace, TracesResponse};
 use super::params::PodSelector;
+use super::pods::PodPage;
 use reqwest::Url;
 use std::time::Duration;
 
@@ -36,7 +37,7 @@ pub enum ClientError {
         status: u16,
         message: String,
     },
-    #[error("cannot decode the traces from {url}")]
+    #[error("cannot decode the answer of {url}")]
     Decode {
         url: String,
         #[source]
@@ -83,7 +84,9 @@ impl TraceQuery {
 #[derive(Clone, Debug)]
 pub struct Client {
     http: reqwest::Client,
+    server: String,
     traces_url: Url,
+    pods_url: Url,
     token: Option<String>,
 }
 
@@ -113,21 +116,55 @@ impl Client {
                 url: server.to_owned(),
                 source,
             })?;
+        let pods_url = base
+            .join("api/v1/pods")
+            .map_err(|source| ClientError::BadUrl {
+                url: server.to_owned(),
+                source,
+            })?;
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .build()
             .map_err(|source| ClientError::Build { source })?;
         Ok(Self {
             http,
+            server: server.to_owned(),
             traces_url,
+            pods_url,
             token,
         })
     }
 
     /// The pod's traces, as the server grouped them.
     pub async fn traces(&self, query: &TraceQuery) -> Result<Vec<Trace>, ClientError> {
-        let url = self.traces_url.to_string();
-        let mut request = self.http.get(self.traces_url.clone()).query(&query.pairs());
+        let decoded: TracesResponse = self.get(&self.traces_url, &query.pairs()).await?;
+        Ok(decoded.data)
+    }
+
+    /// One page of the pods the server has seen in the window (µs).
+    pub async fn pods(
+        &self,
+        start_us: u64,
+        end_us: u64,
+        limit: usize,
+        offset: usize,
+    ) -> Result<PodPage, ClientError> {
+        let pairs = [
+            ("start", start_us.to_string()),
+            ("end", end_us.to_string()),
+            ("limit", limit.to_string()),
+            ("offset", offset.to_string()),
+        ];
+        self.get(&self.pods_url, &pairs).await
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        target: &Url,
+        pairs: &[(&'static str, String)],
+    ) -> Result<T, ClientError> {
+        let url = target.to_string();
+        let mut request = self.http.get(target.clone()).query(pairs);
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
@@ -145,9 +182,12 @@ impl Client {
                 message: error_message(&body),
             });
         }
-        let decoded: TracesResponse =
-            serde_json::from_slice(&body).map_err(|source| ClientError::Decode { url, source })?;
-        Ok(decoded.data)
+        serde_json::from_slice(&body).map_err(|source| ClientError::Decode { url, source })
+    }
+
+    /// The server this client asks.
+    pub fn server(&self) -> &str {
+        &self.server
     }
 }
 

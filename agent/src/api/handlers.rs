@@ -1,6 +1,6 @@
 //! Request handlers: `/api/traces`, `/healthz`, `/readyz`.
 
-use super::format::{TraceSpans, group_into_traces};
+use super::format::{Format, TraceSpans, group_into_traces};
 use super::params::{ParamError, PodSelector, TraceRequest, parse_trace_query};
 use super::router::ApiState;
 use crate::model::Span;
@@ -76,7 +76,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn now_unix_ns() -> u64 {
+pub(super) fn now_unix_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
@@ -97,7 +97,10 @@ pub async fn traces(
         .await
         .map_err(|source| ApiError::Task { source })?
         .map_err(|source| ApiError::Store { source })?;
-    let traces = answer(spans, &request);
+    let mut traces = answer(spans, &request);
+    if request.format != Format::Kelemetry {
+        super::root_span::add_pod_roots(&mut traces);
+    }
     let body = request
         .format
         .encode(&traces)

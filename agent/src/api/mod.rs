@@ -6,7 +6,9 @@ pub mod client;
 pub mod format;
 pub mod handlers;
 pub mod params;
+pub mod pods;
 pub mod readiness;
+pub mod root_span;
 pub mod router;
 pub mod waterfall;
 

@@ -86,6 +86,13 @@ pub enum ParamError {
     StartAfterEnd { start_us: u64, end_us: u64 },
     #[error("`limit` must be a number of spans from 1 to {MAX_LIMIT}, got {value:?}")]
     BadLimit { value: String },
+    #[error("`{name}` must be a whole number from {min} to {max}, got {value:?}")]
+    BadCount {
+        name: &'static str,
+        value: String,
+        min: usize,
+        max: usize,
+    },
     #[error("unknown `format` {value:?}: expected kelemetry, otlp or jaeger")]
     BadFormat { value: String },
 }
@@ -112,20 +119,7 @@ pub fn parse_trace_query(
         (Some(name), None) => PodSelector::parse_name(name)?,
         (None, Some(uid)) => PodSelector::parse_uid(uid)?,
     };
-    let end_unix_ns = match end {
-        Some(text) => micros_to_ns("end", text)?,
-        None => now_unix_ns,
-    };
-    let start_unix_ns = match start {
-        Some(text) => micros_to_ns("start", text)?,
-        None => end_unix_ns.saturating_sub(DEFAULT_WINDOW_NS),
-    };
-    if start_unix_ns > end_unix_ns {
-        return Err(ParamError::StartAfterEnd {
-            start_us: start_unix_ns / 1000,
-            end_us: end_unix_ns / 1000,
-        });
-    }
+    let (start_unix_ns, end_unix_ns) = window(start, end, now_unix_ns)?;
     let limit = match limit {
         Some(text) => parse_limit(text)?,
         None => DEFAULT_LIMIT,
@@ -143,6 +137,81 @@ pub fn parse_trace_query(
         limit,
         format,
     })
+}
+
+/// `start`/`end` in µs (defaults: the 24 hours before now), checked, as ns.
+fn window(
+    start: Option<&str>,
+    end: Option<&str>,
+    now_unix_ns: u64,
+) -> Result<(u64, u64), ParamError> {
+    let end_unix_ns = match end {
+        Some(text) => micros_to_ns("end", text)?,
+        None => now_unix_ns,
+    };
+    let start_unix_ns = match start {
+        Some(text) => micros_to_ns("start", text)?,
+        None => end_unix_ns.saturating_sub(DEFAULT_WINDOW_NS),
+    };
+    if start_unix_ns > end_unix_ns {
+        return Err(ParamError::StartAfterEnd {
+            start_us: start_unix_ns / 1000,
+            end_us: end_unix_ns / 1000,
+        });
+    }
+    Ok((start_unix_ns, end_unix_ns))
+}
+
+/// The `start`/`end` window of a query (ns), for routes other than `/api/traces`.
+pub fn parse_window(
+    pairs: &[(String, String)],
+    now_unix_ns: u64,
+) -> Result<(u64, u64), ParamError> {
+    let single = |name: &'static str| -> Result<Option<&str>, ParamError> {
+        let mut values = pairs
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str());
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(ParamError::Repeated { name });
+        }
+        Ok(first)
+    };
+    window(single("start")?, single("end")?, now_unix_ns)
+}
+
+/// A non-negative integer parameter from `pairs`, at most `max`.
+pub fn parse_count(
+    pairs: &[(String, String)],
+    name: &'static str,
+    default: usize,
+    min: usize,
+    max: usize,
+) -> Result<usize, ParamError> {
+    let mut values = pairs
+        .iter()
+        .filter(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str());
+    let Some(text) = values.next() else {
+        return Ok(default);
+    };
+    if values.next().is_some() {
+        return Err(ParamError::Repeated { name });
+    }
+    let bad = || ParamError::BadCount {
+        name,
+        value: text.to_owned(),
+        min,
+        max,
+    };
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    match text.parse::<usize>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(bad()),
+    }
 }
 
 fn micros_to_ns(name: &'static str, text: &str) -> Result<u64, ParamError> {

@@ -33,6 +33,7 @@ pub fn router(state: ApiState) -> Router {
     let token = state.token.clone();
     let mut guarded = Router::new()
         .route("/api/traces", get(handlers::traces))
+        .route("/api/v1/pods", get(super::pods::pods))
         .route("/readyz", get(handlers::readyz))
         .with_state(state);
     if let Some(token) = token {
