@@ -242,8 +242,10 @@ pub mod cri_slots {
     /// CreateContainer: container name, image.
     pub const CONTAINER_NAME: usize = 1;
     pub const IMAGE: usize = 2;
-    /// PullImage: the image reference asked for.
+    /// PullImage: the image reference asked for; the pod it is pulled for in slots
+    /// [`POD_UID`], [`POD_NAMESPACE`] and [`PULL_POD_NAME`].
     pub const IMAGE_REF: usize = 0;
+    pub const PULL_POD_NAME: usize = 3;
     /// Response field: sandbox id, container id or image ref.
     pub const RESPONSE: usize = 4;
     /// Numbers: attempt (RunPodSandbox, CreateContainer) or timeout (StopContainer, ExecSync).
@@ -305,6 +307,8 @@ pub struct CriOffsets {
     pub remove_pod_sandbox_request_pod_sandbox_id: u32,
     /// A pointer to an `ImageSpec`.
     pub pull_image_request_image: u32,
+    /// A pointer to the `PodSandboxConfig` of the pod the image is pulled for.
+    pub pull_image_request_sandbox_config: u32,
     pub pull_image_response_image_ref: u32,
     pub exec_sync_request_container_id: u32,
     /// An int64 (seconds).
@@ -338,6 +342,7 @@ impl CriOffsets {
         stop_pod_sandbox_request_pod_sandbox_id: CRI_OFFSET_UNKNOWN,
         remove_pod_sandbox_request_pod_sandbox_id: CRI_OFFSET_UNKNOWN,
         pull_image_request_image: CRI_OFFSET_UNKNOWN,
+        pull_image_request_sandbox_config: CRI_OFFSET_UNKNOWN,
         pull_image_response_image_ref: CRI_OFFSET_UNKNOWN,
         exec_sync_request_container_id: CRI_OFFSET_UNKNOWN,
         exec_sync_request_timeout: CRI_OFFSET_UNKNOWN,

@@ -272,6 +272,16 @@ unsafe fn read_request(event: *mut CriEvent, method: u32, req: u64, off: &CriOff
         } else if method == CriMethod::PullImage as u32 {
             let image = read_ptr(req, off.pull_image_request_image);
             read_string(event, IMAGE_REF, image, off.image_spec_image);
+            let config = read_ptr(req, off.pull_image_request_sandbox_config);
+            let meta = read_ptr(config, off.pod_sandbox_config_metadata);
+            read_string(event, POD_UID, meta, off.pod_sandbox_metadata_uid);
+            read_string(
+                event,
+                POD_NAMESPACE,
+                meta,
+                off.pod_sandbox_metadata_namespace,
+            );
+            read_string(event, PULL_POD_NAME, meta, off.pod_sandbox_metadata_name);
         } else if method == CriMethod::ExecSync as u32 {
             read_string(event, ID, req, off.exec_sync_request_container_id);
             (*event).numbers[NUMBER] = read_i64(req, off.exec_sync_request_timeout);

@@ -124,6 +124,18 @@ pub struct AgentArgs {
     /// Name of the cluster, put on exported spans as the resource attribute k8s.cluster.name.
     #[arg(long, env = "NODETRACE_CLUSTER_NAME")]
     pub cluster_name: Option<String>,
+    /// Do not watch the Kubernetes API for this node's pods (owners, labels, trace context);
+    /// everything from the node side keeps working.
+    #[arg(long, env = "NODETRACE_NO_KUBE")]
+    pub no_kube: bool,
+    /// Kubeconfig to reach the API server with (default: in-cluster service account, then
+    /// $KUBECONFIG, then ~/.kube/config).
+    #[arg(long, env = "NODETRACE_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Pod annotation holding a W3C traceparent: the pod's node spans then join that trace,
+    /// under that span.
+    #[arg(long, default_value = "trace.kubernetes.io/context")]
+    pub trace_context_annotation: String,
     /// Kernel BTF used to find structure offsets.
     #[arg(long, default_value = crate::ebpf::VMLINUX_BTF)]
     pub btf: PathBuf,

@@ -19,6 +19,7 @@ use crate::{
     cri::{CriWatcher, WatchConfig},
     ebpf::{KernelEvent, KernelProbes, ReaderStats, WallClock, run_reader},
     export::{ExportConfig, Exporter, Protocol},
+    k8s::{KubeHealth, PodDirectory, PodDirectoryConfig, PodWatcher},
     metrics::{self, HttpMetrics, MetricSources, Metrics, ProbeCounts},
     store::{Store, StoreConfig},
 };
@@ -92,6 +93,10 @@ pub async fn run_until(
             ..CorrelatorConfig::default()
         },
     );
+    let (stop_kube, kube_stopped) = watch::channel(false);
+    let directory = pod_directory(&args, &node_name, kube_stopped).await;
+    correlator.set_pod_directory(directory.clone());
+    let kube_health = tokio::spawn(report_kube_health(directory, readiness.clone()));
     let export = match &args.otlp_endpoint {
         Some(endpoint) => {
             let config = ExportConfig {
@@ -185,6 +190,8 @@ pub async fn run_until(
     // Detaching the programs closes nothing by itself; stop the reader, then let the
     // correlator drain what was read, then flush the store.
     let _ = stop_watcher.send(true);
+    let _ = stop_kube.send(true);
+    kube_health.abort();
     let _ = tokio::time::timeout(Duration::from_secs(10), watcher_task).await;
     reader.abort();
     drop(probes);
@@ -197,6 +204,67 @@ pub async fn run_until(
         }
     }
     Ok(())
+}
+
+/// The directory of this node's pods from the Kubernetes API, or a disabled one (with the
+/// reason logged) when there is no API access or `--no-kube`.
+async fn pod_directory(
+    args: &AgentArgs,
+    node_name: &str,
+    stop: watch::Receiver<bool>,
+) -> PodDirectory {
+    if args.no_kube {
+        tracing::info!("--no-kube: pod metadata comes from the node only");
+        return PodDirectory::disabled();
+    }
+    let config = PodDirectoryConfig {
+        trace_context_annotation: args.trace_context_annotation.clone(),
+        ..PodDirectoryConfig::new(node_name)
+    };
+    let watcher = match &args.kubeconfig {
+        Some(path) => PodWatcher::from_kubeconfig(path, config).await,
+        None => PodWatcher::from_environment(config).await,
+    };
+    match watcher {
+        Ok(watcher) => {
+            let directory = watcher.directory();
+            tokio::spawn(watcher.run(stop));
+            tracing::info!(
+                node = node_name,
+                "watching this node's pods in the Kubernetes API"
+            );
+            directory
+        }
+        Err(err) => {
+            tracing::warn!(
+                error = %crate::correlate::error_chain(&err),
+                "no Kubernetes API access: workload, labels and trace context are off; \
+                 everything from the node keeps working"
+            );
+            PodDirectory::disabled()
+        }
+    }
+}
+
+/// Mirrors the kube watcher's health in /readyz: an API outage degrades, never blocks.
+async fn report_kube_health(directory: PodDirectory, readiness: Readiness) {
+    if !directory.is_enabled() {
+        return;
+    }
+    loop {
+        let state = match directory.health() {
+            KubeHealth::Connected => crate::api::ComponentState::Ready,
+            KubeHealth::Disabled => return,
+            KubeHealth::Starting => crate::api::ComponentState::Degraded(
+                "waiting for the first answer of the API server".to_owned(),
+            ),
+            KubeHealth::Degraded { error, .. } => crate::api::ComponentState::Degraded(format!(
+                "the API server is unreachable ({error}); pod metadata is as of then"
+            )),
+        };
+        readiness.set("kube", state);
+        tokio::time::sleep(RUNTIME_POLL).await;
+    }
 }
 
 async fn shutdown_signal() {

@@ -211,6 +211,7 @@ pub mod keys {
     pub const CONTAINER_NAME: &str = "k8s.container.name";
     pub const CONTAINER_ID: &str = "container.id";
     pub const IMAGE_NAME: &str = "container.image.name";
+    pub const IMAGE_ID: &str = "container.image.id";
     pub const CONTAINER_RUNTIME: &str = "container.runtime";
     pub const PROCESS_PID: &str = "process.pid";
     pub const PROCESS_PARENT_PID: &str = "process.parent_pid";
@@ -229,6 +230,8 @@ pub mod keys {
     pub const ATTEMPT: &str = "nodetrace.cri.attempt";
     /// The timeout a StopContainer or ExecSync request gave, in seconds.
     pub const TIMEOUT_SECONDS: &str = "nodetrace.cri.timeout_seconds";
+    /// Where the span's trace id came from when not from the pod UID (`annotation`).
+    pub const TRACE_CONTEXT_SOURCE: &str = "nodetrace.trace_context.source";
     /// The OCI runtime verb (`create`, `start`, `kill`, ...).
     pub const OCI_VERB: &str = "nodetrace.oci.verb";
     /// The signal a `kill` sent.

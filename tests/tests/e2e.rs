@@ -2,13 +2,14 @@
 //! real nodetrace agent (eBPF programs, correlator, LMDB store, HTTP API) running alongside,
 //! and the pod's trace read back over HTTP. Needs root; skips with a reason otherwise.
 
+use clap::Parser as _;
 use nodetrace::{
     api::{
         PodSelector,
         client::{Client, DEFAULT_TIMEOUT, TraceQuery},
         format::jaeger_model::{Span, Trace},
     },
-    cli::AgentArgs,
+    cli::{Cli, Command},
 };
 use nodetrace_testbed::{
     CallWindow, CriCall, LifecycleReport, Testbed,
@@ -35,22 +36,22 @@ impl Agent {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
         let addr = listener.local_addr().expect("local addr");
         drop(listener);
-        let args = AgentArgs {
-            listen: addr,
-            data_dir: data_dir.to_owned(),
-            token_file: None,
-            insecure_no_auth: false,
-            node_name: Some("e2e-node".to_owned()),
-            retention: Duration::from_secs(3600),
-            max_store_mib: 64,
-            cri_sockets: vec![cri_socket.to_owned()],
-            runtime_binary: None,
-            otlp_endpoint,
-            otlp_protocol: nodetrace::cli::OtlpProtocol::Grpc,
-            otlp_headers: Vec::new(),
-            otlp_timeout: Duration::from_secs(5),
-            cluster_name: Some("e2e-cluster".to_owned()),
-            btf: nodetrace::ebpf::VMLINUX_BTF.into(),
+        // The agent's own command line, so the test runs what a user would start.
+        let mut argv = vec![
+            "nodetrace".to_owned(),
+            "agent".to_owned(),
+            format!("--listen={addr}"),
+            format!("--data-dir={}", data_dir.display()),
+            "--node-name=e2e-node".to_owned(),
+            "--max-store-mib=64".to_owned(),
+            format!("--cri-socket={}", cri_socket.display()),
+            "--cluster-name=e2e-cluster".to_owned(),
+            "--otlp-timeout=5s".to_owned(),
+            "--no-kube".to_owned(),
+        ];
+        argv.extend(otlp_endpoint.map(|e| format!("--otlp-endpoint={e}")));
+        let Command::Agent(args) = Cli::try_parse_from(argv).expect("agent flags").command else {
+            panic!("not the agent command");
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(nodetrace::daemon::run_until(args, async move {
@@ -420,9 +421,10 @@ async fn a_pod_lifecycle_is_traced_end_to_end() {
         "sandbox delete",
     );
     let pause = find(&spans, "container process", &sandbox);
+    // The pause process starts as RunPodSandbox returns (runc start does not wait for it).
     assert!(
-        run_sandbox.contains(pause.start_unix_ns),
-        "pause starts in RunPodSandbox"
+        pause.start_unix_ns >= run_sandbox.start_unix_ns,
+        "pause starts after RunPodSandbox began"
     );
     assert!(
         stop_sandbox.contains(end(pause)),

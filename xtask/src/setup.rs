@@ -23,6 +23,12 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "protobuf-compiler",
         "protoc, which the k8s-cri crate of the CRI client needs to build",
     ),
+    ("kubectl", "renders the deploy/ kustomizations"),
+    (
+        "docker-registry",
+        "a private image registry for the PullImage end-to-end test",
+    ),
+    ("skopeo", "pushes the locally built test image to that registry"),
 ];
 
 /// The bpf-linker release known to work with the toolchain's LLVM (RUNTIME-FACTS.md).

@@ -13,10 +13,13 @@ pub enum ComponentState {
     Ready,
     /// Not ready, with the reason.
     NotReady(String),
+    /// Working with less than it should (e.g. the Kubernetes API is unreachable, so pod
+    /// metadata is stale) but not holding readiness back: tracing goes on.
+    Degraded(String),
 }
 
 /// A cheap-to-clone handle every component can update. Ready when at least one component is
-/// registered and all are [`ComponentState::Ready`].
+/// registered and all are [`ComponentState::Ready`] or [`ComponentState::Degraded`].
 #[derive(Clone, Debug, Default)]
 pub struct Readiness {
     components: Arc<RwLock<BTreeMap<String, ComponentState>>>,
@@ -31,7 +34,7 @@ pub struct ReadinessReport {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ComponentReport {
-    /// `starting`, `ready` or `not_ready`.
+    /// `starting`, `ready`, `degraded` or `not_ready`.
     pub state: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -73,8 +76,10 @@ impl Readiness {
             .components
             .read()
             .unwrap_or_else(PoisonError::into_inner);
-        let ready =
-            !components.is_empty() && components.values().all(|s| *s == ComponentState::Ready);
+        let ready = !components.is_empty()
+            && components
+                .values()
+                .all(|s| matches!(s, ComponentState::Ready | ComponentState::Degraded(_)));
         let components = components
             .iter()
             .map(|(name, state)| {
@@ -91,6 +96,10 @@ impl Readiness {
                         state: "not_ready",
                         reason: Some(reason.clone()),
                     },
+                    ComponentState::Degraded(reason) => ComponentReport {
+                        state: "degraded",
+                        reason: Some(reason.clone()),
+                    },
                 };
                 (name.clone(), report)
             })
@@ -102,6 +111,23 @@ impl Readiness {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_degraded_component_is_reported_but_does_not_hold_readiness_back() {
+        let readiness = Readiness::new();
+        readiness.set_ready("ebpf");
+        readiness.set(
+            "kube",
+            ComponentState::Degraded("api unreachable".to_owned()),
+        );
+        let report = readiness.report();
+        assert!(report.ready);
+        assert_eq!(report.components["kube"].state, "degraded");
+        assert_eq!(
+            report.components["kube"].reason.as_deref(),
+            Some("api unreachable")
+        );
+    }
 
     #[test]
     fn nothing_registered_is_not_ready() {

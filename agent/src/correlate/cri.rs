@@ -28,6 +28,8 @@ struct CriCall {
     container_id: Option<String>,
     container_name: Option<String>,
     image: Option<String>,
+    /// PullImage's answer: the image's reference (digest) as the runtime stored it.
+    image_ref: Option<String>,
     attempt: Option<u64>,
     timeout: Option<u64>,
     runtime_handler: Option<String>,
@@ -102,6 +104,7 @@ impl CriCalls {
             container_id: None,
             container_name: None,
             image: None,
+            image_ref: None,
             attempt: None,
             timeout: None,
             runtime_handler: None,
@@ -133,7 +136,15 @@ impl CriCalls {
                     .as_deref()
                     .and_then(|id| sandbox_pod(cache, id));
             }
-            CriMethod::PullImage => call.image = text(cri_slots::IMAGE_REF),
+            CriMethod::PullImage => {
+                call.image = text(cri_slots::IMAGE_REF);
+                // kubelet sends the pod the image is pulled for.
+                call.pod = text(cri_slots::POD_UID).map(|uid| PodRef {
+                    uid,
+                    namespace: text(cri_slots::POD_NAMESPACE).unwrap_or_default(),
+                    name: text(cri_slots::PULL_POD_NAME).unwrap_or_default(),
+                });
+            }
             _ => {
                 call.container_id = text(cri_slots::ID);
                 if matches!(rec.method, CriMethod::StopContainer | CriMethod::ExecSync) {
@@ -182,7 +193,7 @@ impl CriCalls {
                 call.container_id = Some(container_id);
             }
             (CriMethod::PullImage, Some(image_ref)) => {
-                call.image = Some(image_ref);
+                call.image_ref = Some(image_ref);
             }
             _ => {}
         }
@@ -217,6 +228,7 @@ impl CriCalls {
             (keys::CONTAINER_ID, &call.container_id),
             (keys::CONTAINER_NAME, &call.container_name),
             (keys::IMAGE_NAME, &call.image),
+            (keys::IMAGE_ID, &call.image_ref),
             (keys::SANDBOX_ID, &call.sandbox_id),
             (keys::RUNTIME_HANDLER, &call.runtime_handler),
         ];

@@ -8,6 +8,7 @@
 
 mod cri;
 mod node;
+mod pods;
 mod spans;
 
 pub use node::{HostNode, NodeView};
@@ -23,7 +24,7 @@ use std::{
 
 use crate::{
     ebpf::{ExecRecord, ExitRecord, KernelEvent, WallClock},
-    model::{PodRef, Span},
+    model::{PodRef, Span, keys},
     oci::{self, AttributionSource, ContainerCache, ContainerInfo, OciCommand, OciInvocation},
 };
 use nodetrace_common::ExecRole;
@@ -128,6 +129,9 @@ pub struct Correlator<N: NodeView> {
     /// pid → the container and role its runtime's pid file named.
     process_owners: HashMap<u32, (String, ProcessRole)>,
     cri: cri::CriCalls,
+    /// Container id → the CRI span its `runc start` hung under.
+    start_parents: HashMap<String, (crate::model::SpanId, crate::model::TraceId)>,
+    pods: pods::PodEnricher,
     stats: Arc<CorrelatorStats>,
 }
 
@@ -138,6 +142,8 @@ impl<N: NodeView> Correlator<N> {
             clock,
             containers: ContainerCache::new(config.max_containers),
             cri: cri::CriCalls::new(&config.cri_service),
+            start_parents: HashMap::new(),
+            pods: pods::PodEnricher::new(crate::k8s::PodDirectory::disabled()),
             config,
             runs: HashMap::new(),
             run_order: VecDeque::new(),
@@ -148,6 +154,11 @@ impl<N: NodeView> Correlator<N> {
 
     pub fn stats(&self) -> Arc<CorrelatorStats> {
         self.stats.clone()
+    }
+
+    /// Takes pod metadata (workload, labels, trace context) from the kube watcher's directory.
+    pub fn set_pod_directory(&mut self, directory: crate::k8s::PodDirectory) {
+        self.pods = pods::PodEnricher::new(directory);
     }
 
     /// Names the runtime whose CRI calls are traced (the service of CRI spans).
@@ -180,6 +191,8 @@ impl<N: NodeView> Correlator<N> {
                 span
             }
         }?;
+        let mut span = span;
+        self.pods.enrich(&mut span);
         self.stats.spans.fetch_add(1, Ordering::Relaxed);
         if span.pod.is_none() {
             self.stats.unattributed.fetch_add(1, Ordering::Relaxed);
@@ -285,9 +298,30 @@ impl<N: NodeView> Correlator<N> {
                 )
             }
         };
-        if let Some((parent, trace_id)) = self.cri.parent_of(&span) {
+        let container_id = span.attr_str(keys::CONTAINER_ID).map(str::to_owned);
+        let parent = self.cri.parent_of(&span).or_else(|| {
+            // A container's process can start just after the CRI call that started it returned
+            // (`runc start` does not wait for it): it belongs where its `runc start` does.
+            (span.service == "container")
+                .then(|| {
+                    container_id
+                        .as_deref()
+                        .and_then(|id| self.start_parents.get(id))
+                })
+                .flatten()
+                .copied()
+        });
+        if let Some((parent, trace_id)) = parent {
             span.parent_span_id = Some(parent);
             span.trace_id = trace_id;
+            if span.attr_str(keys::OCI_VERB) == Some("start")
+                && let Some(id) = container_id
+            {
+                if self.start_parents.len() >= self.config.max_containers {
+                    self.start_parents.clear();
+                }
+                self.start_parents.insert(id, (parent, trace_id));
+            }
         }
         Some(span)
     }

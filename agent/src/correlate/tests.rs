@@ -580,3 +580,51 @@ fn a_failed_cri_call_is_an_error_span_and_a_return_without_entry_is_counted() {
     );
     assert_eq!(c.stats().unmatched_exits.load(Ordering::Relaxed), 1);
 }
+
+#[test]
+fn a_container_process_starting_after_its_cri_call_returned_hangs_where_its_runc_start_does() {
+    let f = Fixture::new();
+    let bundle = f.bundle(SANDBOX, true);
+    let pid_file = bundle.join("init.pid");
+    f.node.pid_files.borrow_mut().insert(pid_file.clone(), 7000);
+    let mut c = f.correlator();
+    let pod_fields = [
+        (cri_slots::POD_NAME, "web-0"),
+        (cri_slots::POD_UID, POD_UID),
+        (cri_slots::POD_NAMESPACE, "shop"),
+    ];
+    assert!(
+        c.on_event(cri(true, CriMethod::RunPodSandbox, 1, 10_000, &pod_fields))
+            .is_none()
+    );
+    let b = bundle.to_str().expect("utf-8");
+    let p = pid_file.to_str().expect("utf-8");
+    let argv = f.runc(
+        SANDBOX,
+        &["create", "--bundle", b, "--pid-file", p, SANDBOX],
+    );
+    run_once(&mut c, 20, argv, 0);
+    let start = run_once(&mut c, 30, f.runc(SANDBOX, &["start", SANDBOX]), 0);
+    let run = c
+        .on_event(cri(
+            false,
+            CriMethod::RunPodSandbox,
+            1,
+            31_000,
+            &[(cri_slots::RESPONSE, SANDBOX)],
+        ))
+        .expect("RunPodSandbox span");
+    assert_eq!(start.parent_span_id, Some(run.span_id));
+    // The pause process execs 1 µs after RunPodSandbox returned.
+    assert!(
+        c.on_event(exec(
+            7000,
+            31_001,
+            ExecRole::ContainerProcess,
+            vec!["/pause".into()]
+        ))
+        .is_none()
+    );
+    let pause = c.on_event(exit(7000, 90_000, 0)).expect("pause span");
+    assert_eq!(pause.parent_span_id, Some(run.span_id));
+}

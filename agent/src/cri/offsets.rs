@@ -59,6 +59,7 @@ field_getters! {
     "StopPodSandboxRequest"."PodSandboxId" => stop_pod_sandbox_request_pod_sandbox_id,
     "RemovePodSandboxRequest"."PodSandboxId" => remove_pod_sandbox_request_pod_sandbox_id,
     "PullImageRequest"."Image" => pull_image_request_image,
+    "PullImageRequest"."SandboxConfig" => pull_image_request_sandbox_config,
     "PullImageResponse"."ImageRef" => pull_image_response_image_ref,
     "ExecSyncRequest"."ContainerId" => exec_sync_request_container_id,
     "ExecSyncRequest"."Timeout" => exec_sync_request_timeout,

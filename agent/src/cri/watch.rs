@@ -119,7 +119,8 @@ impl CriWatcher {
         let found = match self.find() {
             Ok(target) => target,
             Err(reason) => {
-                self.detach();
+                // The probes stay: they belong to the binary, and a runtime that is restarting
+                // comes back on it. They move only when another binary is found.
                 if self.last_absence.as_deref() != Some(reason.as_str()) {
                     tracing::warn!(%reason, "CRI calls are not traced; OCI runtime tracing goes on");
                     self.last_absence = Some(reason.clone());

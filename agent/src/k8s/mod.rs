@@ -50,6 +50,12 @@ pub enum K8sError {
         #[source]
         source: kube::config::InferConfigError,
     },
+    #[error("cannot use the kubeconfig {path}")]
+    Kubeconfig {
+        path: std::path::PathBuf,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
     #[error("cannot build the Kubernetes API client")]
     Client {
         #[source]

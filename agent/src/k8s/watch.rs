@@ -37,6 +37,25 @@ impl PodWatcher {
         Self::new(kube_config, config)
     }
 
+    /// A watcher with the API configuration of a kubeconfig file (its current context).
+    pub async fn from_kubeconfig(
+        path: &std::path::Path,
+        config: PodDirectoryConfig,
+    ) -> Result<Self, K8sError> {
+        let failed = |source| K8sError::Kubeconfig {
+            path: path.to_owned(),
+            source,
+        };
+        let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(failed)?;
+        let kube_config = kube::Config::from_custom_kubeconfig(
+            kubeconfig,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .map_err(failed)?;
+        Self::new(kube_config, config)
+    }
+
     /// A watcher of the pods of `config.node_name` through the API server of `kube_config`.
     pub fn new(kube_config: kube::Config, config: PodDirectoryConfig) -> Result<Self, K8sError> {
         if config.node_name.is_empty() {
