@@ -178,9 +178,11 @@ pub async fn run_until(
             api::auth::require_bearer,
         ));
     }
-    let app = api::router(ApiState::new(store, readiness, token))
-        .merge(metrics_routes)
-        .layer(from_fn_with_state(http_metrics, metrics::track_http));
+    let app = api::router(
+        ApiState::new(store, readiness, token).with_cluster_name(args.cluster_name.clone()),
+    )
+    .merge(metrics_routes)
+    .layer(from_fn_with_state(http_metrics, metrics::track_http));
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

@@ -98,7 +98,9 @@ pub async fn traces(
         .map_err(|source| ApiError::Task { source })?
         .map_err(|source| ApiError::Store { source })?;
     let mut traces = answer(spans, &request);
-    if request.format != Format::Kelemetry {
+    if request.format == Format::Kelemetry {
+        add_kelemetry_tags(&mut traces, state.cluster_name.as_deref());
+    } else {
         super::root_span::add_pod_roots(&mut traces);
     }
     let body = request
@@ -150,6 +152,26 @@ pub fn answer(spans: Vec<Span>, request: &TraceRequest) -> Vec<TraceSpans> {
         }
     }
     traces
+}
+
+/// The tags Kelemetry's frontend joins an object's spans on: `cluster` (when configured),
+/// `resource=pods`, `namespace`, `name`, and the `node` the span comes from.
+fn add_kelemetry_tags(traces: &mut [TraceSpans], cluster_name: Option<&str>) {
+    use crate::model::{Attribute, keys};
+    for span in traces.iter_mut().flat_map(|t| t.spans.iter_mut()) {
+        let Some(pod) = span.pod.clone() else {
+            continue;
+        };
+        let node = span.attr_str(keys::NODE_NAME).map(str::to_owned);
+        let mut tags = vec![
+            Attribute::str("resource", "pods"),
+            Attribute::str("namespace", pod.namespace),
+            Attribute::str("name", pod.name),
+        ];
+        tags.extend(cluster_name.map(|c| Attribute::str("cluster", c)));
+        tags.extend(node.map(|n| Attribute::str("node", n)));
+        span.attributes.extend(tags);
+    }
 }
 
 /// `GET /healthz`: the process serves.

@@ -16,6 +16,8 @@ pub struct ApiState {
     pub readiness: Readiness,
     /// When set, every route but `/healthz` requires `Authorization: Bearer <token>`.
     pub token: Option<Arc<str>>,
+    /// The cluster's name, tagged on Kelemetry answers (`cluster`).
+    pub cluster_name: Option<Arc<str>>,
 }
 
 impl ApiState {
@@ -24,7 +26,14 @@ impl ApiState {
             store,
             readiness,
             token: token.map(Arc::from),
+            cluster_name: None,
         }
+    }
+
+    /// Names the cluster in Kelemetry answers.
+    pub fn with_cluster_name(mut self, cluster_name: Option<String>) -> Self {
+        self.cluster_name = cluster_name.map(Arc::from);
+        self
     }
 }
 

@@ -65,11 +65,16 @@ impl CriCall {
     }
 }
 
+/// Most container and sandbox attempts remembered.
+const ATTEMPTS_MAX: usize = 16_384;
+
 /// The CRI side of the correlator.
 #[derive(Debug)]
 pub(super) struct CriCalls {
     inflight: HashMap<(u32, u64), CriCall>,
     recent: VecDeque<CriCall>,
+    /// Container or sandbox id → its attempt (restart count), from the call that created it.
+    attempts: HashMap<String, u64>,
     /// Service name of the CRI spans (`containerd`, `cri-o`).
     service: String,
 }
@@ -79,6 +84,7 @@ impl CriCalls {
         Self {
             inflight: HashMap::new(),
             recent: VecDeque::new(),
+            attempts: HashMap::new(),
             service: service.to_owned(),
         }
     }
@@ -197,6 +203,17 @@ impl CriCalls {
             }
             _ => {}
         }
+        let created = match call.method {
+            CriMethod::RunPodSandbox => call.sandbox_id.as_ref(),
+            CriMethod::CreateContainer => call.container_id.as_ref(),
+            _ => None,
+        };
+        if let (Some(id), Some(attempt), false) = (created, call.attempt, rec.error) {
+            if self.attempts.len() >= ATTEMPTS_MAX {
+                self.attempts.clear();
+            }
+            self.attempts.insert(id.clone(), attempt);
+        }
         let span = self.span(&call, rec.error, node_name);
         if self.recent.len() == RECENT_CALLS {
             self.recent.pop_front();
@@ -260,6 +277,11 @@ impl CriCalls {
                 SpanStatus::Unset
             },
         }
+    }
+
+    /// The attempt of the container or sandbox `id`, when its creation was seen.
+    pub(super) fn attempt_of(&self, id: &str) -> Option<u64> {
+        self.attempts.get(id).copied()
     }
 
     /// The CRI call (span id, trace id) that caused a runtime or container-process span: the

@@ -299,6 +299,13 @@ impl<N: NodeView> Correlator<N> {
             }
         };
         let container_id = span.attr_str(keys::CONTAINER_ID).map(str::to_owned);
+        if let Some(attempt) = container_id
+            .as_deref()
+            .and_then(|id| self.cri.attempt_of(id))
+        {
+            span.attributes
+                .push(crate::model::Attribute::int(keys::ATTEMPT, attempt as i64));
+        }
         let parent = self.cri.parent_of(&span).or_else(|| {
             // A container's process can start just after the CRI call that started it returned
             // (`runc start` does not wait for it): it belongs where its `runc start` does.

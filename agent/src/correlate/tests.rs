@@ -549,6 +549,11 @@ fn cri_calls_become_spans_and_parent_the_runc_runs_they_cause() {
     assert_eq!(started.attr_str(keys::CONTAINER_NAME), Some("app"));
     assert_eq!(started.pod.as_ref().map(|p| p.uid.as_str()), Some(POD_UID));
     assert_eq!(runc_create.parent_span_id, Some(started.span_id));
+    assert_eq!(
+        runc_create.attr_int(keys::ATTEMPT),
+        Some(1),
+        "the container's attempt, from CreateContainer"
+    );
     // A run after the call ended has no parent.
     let late = run_once(&mut c, 300, f.runc(CONTAINER, &["state", CONTAINER]), 0);
     assert_eq!(late.parent_span_id, None);

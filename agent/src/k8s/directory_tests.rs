@@ -2,11 +2,11 @@
 
 use super::config::PodDirectoryConfig;
 use super::directory::PodDirectory;
-use super::fake_apiserver::pod;
 use super::health::{HealthCell, KubeHealth};
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::{self, store::Writer};
 use kube::runtime::watcher::Event;
+use nodetrace_testbed::fake_apiserver::pod;
 use std::collections::BTreeMap;
 use std::time::Duration;
 

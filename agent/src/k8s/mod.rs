@@ -26,8 +26,6 @@ mod watch;
 #[cfg(test)]
 mod directory_tests;
 #[cfg(test)]
-mod fake_apiserver;
-#[cfg(test)]
 mod watch_tests;
 
 pub use config::{

@@ -1,9 +1,9 @@
-//! Tests of the pod watcher: kube's real client against the fake API server of
-//! `fake_apiserver` (no kube-apiserver can run on this project's machines).
+//! Tests of the pod watcher: kube's real client against the testbed's fake API server,
+//! `nodetrace_testbed::fake_apiserver` (no kube-apiserver can run on this project's machines).
 
-use super::fake_apiserver::{FakeApiServer, pod, query_value};
 use super::{K8sError, KubeHealth, OwnerKind, PodDirectory, PodDirectoryConfig, PodWatcher};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use nodetrace_testbed::fake_apiserver::{FakeApiServer, pod, query_value};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -263,6 +263,24 @@ async fn unreachable_api_at_start_is_degraded_until_it_answers() {
     eventually("listed", || running.name_of(A1).is_some()).await;
     assert_eq!(running.directory.health(), KubeHealth::Connected);
     running.stop().await;
+}
+
+#[tokio::test]
+async fn kubeconfig_of_the_server_is_read_and_used() {
+    let server = FakeApiServer::start([pod("node-a", "a1", A1)]).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("kubeconfig");
+    std::fs::write(&path, server.kubeconfig()).expect("write the kubeconfig");
+    let watcher = PodWatcher::from_kubeconfig(&path, PodDirectoryConfig::new("node-a"))
+        .await
+        .expect("a watcher from the kubeconfig");
+    let directory = watcher.directory();
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(watcher.run(stopped));
+    eventually("a1 listed", || directory.get(A1).is_some()).await;
+    assert_eq!(directory.health(), KubeHealth::Connected);
+    stop.send(true).expect("the watcher listens");
+    task.await.expect("the watcher does not panic");
 }
 
 #[test]
