@@ -73,14 +73,16 @@ impl AgentProcess {
         let pid = libc::pid_t::try_from(self.0.id()).context("pid out of range")?;
         // SAFETY: plain kill(2) on our own child.
         unsafe { libc::kill(pid, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // Detaching its ~150 CRI uprobes takes the kernel a while (each waits for a grace
+        // period), so the agent needs some seconds to exit.
+        let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if self.0.try_wait()?.is_some() {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        bail!("the agent did not stop within 10 s of SIGTERM")
+        bail!("the agent did not stop within 60 s of SIGTERM")
     }
 }
 
@@ -95,28 +97,24 @@ impl Drop for AgentProcess {
 
 async fn demo(binary: &Path, work: &Path, args: &DemoArgs) -> anyhow::Result<()> {
     let server = format!("http://{}", args.listen);
+    step("starting a private containerd with locally built pause and busybox images");
+    let testbed = Testbed::start(&work.join("testbed"))
+        .await
+        .context("cannot start the private containerd")?;
+
     step(&format!("starting the agent on {server}"));
     let agent = AgentProcess(
         Command::new(binary)
-            .args([
-                "agent",
-                "--listen",
-                &args.listen,
-                "--node-name",
-                "demo-node",
-            ])
+            .args(["agent", "--listen", &args.listen, "--node-name", "demo-node", "--no-kube"])
             .arg("--data-dir")
             .arg(work.join("agent-data"))
+            .arg("--cri-socket")
+            .arg(testbed.containerd().socket())
             .stdin(Stdio::null())
             .spawn()
             .with_context(|| format!("cannot start {}", binary.display()))?,
     );
     wait_ready(&server).await?;
-
-    step("starting a private containerd with locally built pause and busybox images");
-    let testbed = Testbed::start(&work.join("testbed"))
-        .await
-        .context("cannot start the private containerd")?;
 
     step("running a pod lifecycle through the CRI API (namespace demo, pod web)");
     let lifecycle =
@@ -157,7 +155,7 @@ async fn demo(binary: &Path, work: &Path, args: &DemoArgs) -> anyhow::Result<()>
         println!("\nThe agent keeps running; press Ctrl-C to stop it and clean up.");
         std::future::pending::<()>().await;
     }
-    step("stopping the agent and the private containerd");
+    step("stopping the agent (the kernel takes some seconds to detach its uprobes) and the private containerd");
     agent.stop()?;
     let teardown = testbed
         .stop()
