@@ -3,9 +3,11 @@
 //!
 //! containerd wraps its CRI service twice: `(*instrumentedService).<Method>` (the gRPC entry
 //! for CRI v1) and `(*instrumentedAlphaService).<Method>` (v1alpha2, in 1.6/1.7) both log, then
-//! call `(*criService).<Method>`. The probes go on `criService`: every call of either API
-//! version reaches it, always with the v1 request types (the alpha wrapper converts), so one set
-//! of field offsets reads them all; the wrappers take different request types per version.
+//! call `(*criService).<Method>`. The probes go on the v1 wrapper when the binary has it: it
+//! takes the same v1 request and returns the same response, and it has 3 RET instructions where
+//! `criService`'s handlers have up to 36 — fewer uprobes to attach and, above all, to detach
+//! (each detach waits for a kernel grace period). The cost: v1alpha2 calls are not seen, which
+//! only kubelets older than 1.26 make. Without the wrapper, `criService` is probed.
 //! containerd 1.7 builds two services, `pkg/cri/server` and the experimental `pkg/cri/sbserver`
 //! (chosen at start by `ENABLE_CRI_SANDBOXES`); both are resolved, the idle one never fires.
 //! containerd 2.x moved the service to `internal/cri/server` and the image methods to
@@ -53,6 +55,8 @@ impl Receiver {
 
 struct RuntimePattern {
     runtime: RuntimeKind,
+    /// Thin wrappers probed instead of the receivers' handlers when the binary has them.
+    wrappers: &'static [&'static str],
     receivers: &'static [Receiver],
 }
 
@@ -66,6 +70,10 @@ const IMAGE_METHODS: &[CriMethod] = &[
 const PATTERNS: &[RuntimePattern] = &[
     RuntimePattern {
         runtime: RuntimeKind::Containerd16,
+        wrappers: &[
+            "github.com/containerd/containerd/pkg/cri/server.(*instrumentedService).",
+            "github.com/containerd/containerd/pkg/cri/instrument.(*instrumentedService).",
+        ],
         receivers: &[
             Receiver {
                 prefix: "github.com/containerd/containerd/pkg/cri/server.(*criService).",
@@ -81,6 +89,9 @@ const PATTERNS: &[RuntimePattern] = &[
     },
     RuntimePattern {
         runtime: RuntimeKind::Containerd2,
+        wrappers: &[
+            "github.com/containerd/containerd/v2/internal/cri/instrument.(*instrumentedService).",
+        ],
         receivers: &[
             Receiver {
                 prefix: "github.com/containerd/containerd/v2/internal/cri/server.(*criService).",
@@ -102,6 +113,7 @@ const PATTERNS: &[RuntimePattern] = &[
     },
     RuntimePattern {
         runtime: RuntimeKind::Crio,
+        wrappers: &[],
         receivers: &[Receiver {
             prefix: "github.com/cri-o/cri-o/server.(*Server).",
             only: &[],
@@ -149,6 +161,17 @@ fn resolve_pattern(binary: &GoBinary, pattern: &RuntimePattern) -> ResolvedRunti
     let mut handlers = Vec::new();
     let mut missing = Vec::new();
     for method in CriMethod::ALL {
+        let wrapper = pattern
+            .wrappers
+            .iter()
+            .find_map(|prefix| binary.lookup(&format!("{prefix}{}", method.name())));
+        if let Some(function) = wrapper {
+            handlers.push(Handler {
+                method,
+                function: function.clone(),
+            });
+            continue;
+        }
         let found: Vec<Handler> = pattern
             .receivers
             .iter()
