@@ -12,12 +12,17 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
                   (runc, crun) with eBPF, keeps each pod's spans in a local LMDB store and \
                   serves them over HTTP; `nodetrace trace` shows one pod's trace."
 )]
+#[command(args_override_self = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once at start; boxing would only complicate every caller"
+)]
 pub enum Command {
     /// Run the node agent: load the eBPF programs, record spans, serve the HTTP API.
     Agent(AgentArgs),
@@ -72,6 +77,10 @@ pub enum ListFormat {
 
 #[derive(Debug, Args)]
 pub struct AgentArgs {
+    /// A TOML file of settings, keyed by these flags' long names (see docs/configuration.md);
+    /// the command line wins over it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Address of the HTTP API. Any address other than a loopback one needs --token-file or
     /// --insecure-no-auth.
     #[arg(long, env = "NODETRACE_LISTEN", default_value = "127.0.0.1:9750")]

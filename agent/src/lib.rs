@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod config_file;
 pub mod correlate;
 pub mod cri;
 pub mod daemon;

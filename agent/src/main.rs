@@ -13,7 +13,8 @@ async fn main() -> anyhow::Result<()> {
         }))
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
+    let args = nodetrace::config_file::expand(std::env::args_os().collect())?;
+    match Cli::parse_from(args).command {
         Command::Agent(args) => nodetrace::daemon::run(args).await,
         Command::Trace(args) => nodetrace::query::run(args).await,
         Command::Pods(args) => nodetrace::query::pods(args).await,
