@@ -6,11 +6,13 @@
 //! Needs root, `/usr/bin/containerd`, `runc`, `ctr`, gcc with a static libc and
 //! `/bin/busybox` (Debian: containerd runc busybox-static gcc libc6-dev), and `protoc`
 //! to build (protobuf-compiler). The private registry for PullImage tests needs
-//! `docker-registry` and `skopeo` (Debian packages of those names).
+//! `docker-registry` and `skopeo` (Debian packages of those names). [`fake_apiserver`] stands
+//! in for the Kubernetes API server (pods, list and watch), which cannot run here.
 
 pub mod clock;
 pub mod containerd;
 pub mod cri;
+pub mod fake_apiserver;
 pub mod images;
 pub mod lifecycle;
 pub mod pod_cgroups;

@@ -390,6 +390,33 @@ impl CriClient {
         })
     }
 
+    /// Polls `ContainerStatus` until the container has exited (as a kubelet notices a crashed
+    /// container before restarting it); returns its last status.
+    pub async fn wait_for_container_exit(
+        &self,
+        container_id: &str,
+        timeout: Duration,
+    ) -> Result<ContainerState, CriError> {
+        let started = Instant::now();
+        loop {
+            let status = self.container_status(container_id).await?.value;
+            if status.state == api::ContainerState::ContainerExited {
+                return Ok(status);
+            }
+            if started.elapsed() >= timeout {
+                return Err(CriError::Call {
+                    call: CriCall::ContainerStatus,
+                    status: Box::new(tonic::Status::deadline_exceeded(format!(
+                        "container {container_id} still {:?} after {:?}",
+                        status.state,
+                        started.elapsed()
+                    ))),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// `ImageService/PullImage`; returns the image reference the runtime resolved.
     /// containerd 1.6 always contacts the registry here, even for local images.
     pub async fn pull_image(&self, image: &str) -> Result<Timed<String>, CriError> {

@@ -71,6 +71,13 @@ impl ContainerSpec {
         }
     }
 
+    /// The same container as attempt `attempt`: what a kubelet creates when it restarts a
+    /// container that exited (attempt 1, 2, ...; the log goes to `<name>/<attempt>.log`).
+    pub fn with_attempt(mut self, attempt: u32) -> Self {
+        self.attempt = attempt;
+        self
+    }
+
     /// The log path relative to the pod's log directory, `<name>/<attempt>.log`.
     pub fn log_path(&self) -> String {
         format!("{}/{}.log", self.name, self.attempt)
@@ -205,5 +212,8 @@ mod tests {
         let config = container_config(&pod, &spec);
         assert_eq!(config.log_path, "main/0.log");
         assert_eq!(config.image.map(|i| i.image).as_deref(), Some("busybox"));
+        let restarted = container_config(&pod, &spec.with_attempt(1));
+        assert_eq!(restarted.log_path, "main/1.log");
+        assert_eq!(restarted.metadata.map(|m| m.attempt), Some(1));
     }
 }
