@@ -30,8 +30,25 @@ pub fn add_pod_roots(traces: &mut [TraceSpans]) {
             .unwrap_or("this node")
             .to_owned();
         let root_id = root_span_id(&trace.trace_id.0, &node);
+        // The top spans: parentless, or under a span from outside this node (the pod's
+        // trace-context annotation). The root goes between that outside span and them.
+        let ids: std::collections::HashSet<SpanId> =
+            trace.spans.iter().map(|s| s.span_id).collect();
+        let outside: std::collections::HashSet<SpanId> = trace
+            .spans
+            .iter()
+            .filter_map(|s| s.parent_span_id)
+            .filter(|p| !ids.contains(p))
+            .collect();
+        let root_parent = (outside.len() == 1)
+            .then(|| outside.iter().copied().next())
+            .flatten();
         for span in &mut trace.spans {
-            if span.parent_span_id.is_none() {
+            let top = match span.parent_span_id {
+                None => true,
+                Some(parent) => Some(parent) == root_parent,
+            };
+            if top {
                 span.parent_span_id = Some(root_id);
             }
         }
@@ -56,7 +73,7 @@ pub fn add_pod_roots(traces: &mut [TraceSpans]) {
             Span {
                 trace_id: trace.trace_id,
                 span_id: root_id,
-                parent_span_id: None,
+                parent_span_id: root_parent,
                 name: format!("pod {pod_name} on {node}"),
                 service: "nodetrace".to_owned(),
                 kind: SpanKind::Internal,
@@ -149,6 +166,27 @@ mod tests {
             again[0].spans[0].span_id, root.span_id,
             "stable across queries"
         );
+    }
+
+    #[test]
+    fn under_a_trace_context_the_root_sits_between_the_outside_span_and_the_pod() {
+        let outside = Some(99);
+        let mut traces = vec![TraceSpans {
+            trace_id: TraceId([7; 16]),
+            spans: vec![
+                span(1, outside, 10, 20),
+                span(2, Some(1), 12, 15),
+                span(3, outside, 30, 50),
+            ],
+            warnings: Vec::new(),
+        }];
+        add_pod_roots(&mut traces);
+        let spans = &traces[0].spans;
+        let root = &spans[0];
+        assert_eq!(root.parent_span_id, Some(SpanId([99; 8])));
+        assert_eq!(spans[1].parent_span_id, Some(root.span_id));
+        assert_eq!(spans[2].parent_span_id, Some(SpanId([1; 8])));
+        assert_eq!(spans[3].parent_span_id, Some(root.span_id));
     }
 
     #[test]

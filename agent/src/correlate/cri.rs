@@ -254,7 +254,15 @@ impl CriCalls {
                 attributes.push(Attribute::str(key, value.clone()));
             }
         }
-        if let Some(attempt) = call.attempt {
+        let attempt = call.attempt.or_else(|| {
+            // Calls that name an existing container or sandbox carry its attempt.
+            let id = match call.method {
+                CriMethod::StopPodSandbox | CriMethod::RemovePodSandbox => call.sandbox_id.as_ref(),
+                _ => call.container_id.as_ref(),
+            };
+            id.and_then(|id| self.attempt_of(id))
+        });
+        if let Some(attempt) = attempt {
             attributes.push(Attribute::int(keys::ATTEMPT, attempt as i64));
         }
         if let Some(timeout) = call.timeout {
@@ -282,6 +290,21 @@ impl CriCalls {
     /// The attempt of the container or sandbox `id`, when its creation was seen.
     pub(super) fn attempt_of(&self, id: &str) -> Option<u64> {
         self.attempts.get(id).copied()
+    }
+
+    /// The attempt a CRI call (by its span id) was about: what it created, or what it named.
+    pub(super) fn attempt_of_call(&self, span_id: SpanId) -> Option<u64> {
+        let call = self
+            .inflight
+            .values()
+            .chain(self.recent.iter())
+            .find(|call| call.span_id == span_id)?;
+        call.attempt.or_else(|| {
+            [&call.container_id, &call.sandbox_id]
+                .into_iter()
+                .flatten()
+                .find_map(|id| self.attempt_of(id))
+        })
     }
 
     /// The CRI call (span id, trace id) that caused a runtime or container-process span: the

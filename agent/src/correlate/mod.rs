@@ -321,6 +321,14 @@ impl<N: NodeView> Correlator<N> {
         if let Some((parent, trace_id)) = parent {
             span.parent_span_id = Some(parent);
             span.trace_id = trace_id;
+            // A sandbox's first runs end before RunPodSandbox returns its id: the call knows
+            // the attempt.
+            if span.attr_int(keys::ATTEMPT).is_none()
+                && let Some(attempt) = self.cri.attempt_of_call(parent)
+            {
+                span.attributes
+                    .push(crate::model::Attribute::int(keys::ATTEMPT, attempt as i64));
+            }
             if span.attr_str(keys::OCI_VERB) == Some("start")
                 && let Some(id) = container_id
             {
