@@ -74,6 +74,7 @@ pub async fn run_until(
 
     let (probes, ring) = KernelProbes::load(&args.btf).context("cannot start the eBPF probes")?;
     readiness.set_ready("ebpf");
+    readiness.set_detail("ebpf", probes.attached().join(", "));
     tracing::info!(attached = ?probes.attached(), "eBPF programs attached");
     let probe_counts = Arc::new(ProbeCounts::default());
     probe_counts

@@ -23,6 +23,9 @@ pub enum ComponentState {
 #[derive(Clone, Debug, Default)]
 pub struct Readiness {
     components: Arc<RwLock<BTreeMap<String, ComponentState>>>,
+    /// What each component reports about itself (e.g. which probes are attached), shown in
+    /// `/readyz` whatever the state.
+    details: Arc<RwLock<BTreeMap<String, String>>>,
 }
 
 /// What `/readyz` answers.
@@ -38,6 +41,9 @@ pub struct ComponentReport {
     pub state: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// What the component reports about itself, e.g. the probes it attached.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 impl Readiness {
@@ -67,6 +73,12 @@ impl Readiness {
         self.set(component, ComponentState::NotReady(reason.into()));
     }
 
+    /// Sets what a component reports about itself (e.g. which probes are attached).
+    pub fn set_detail(&self, component: &str, detail: impl Into<String>) {
+        let mut details = self.details.write().unwrap_or_else(PoisonError::into_inner);
+        details.insert(component.to_owned(), detail.into());
+    }
+
     pub fn is_ready(&self) -> bool {
         self.report().ready
     }
@@ -80,26 +92,20 @@ impl Readiness {
             && components
                 .values()
                 .all(|s| matches!(s, ComponentState::Ready | ComponentState::Degraded(_)));
+        let details = self.details.read().unwrap_or_else(PoisonError::into_inner);
         let components = components
             .iter()
             .map(|(name, state)| {
                 let report = match state {
-                    ComponentState::Starting => ComponentReport {
-                        state: "starting",
-                        reason: None,
-                    },
-                    ComponentState::Ready => ComponentReport {
-                        state: "ready",
-                        reason: None,
-                    },
-                    ComponentState::NotReady(reason) => ComponentReport {
-                        state: "not_ready",
-                        reason: Some(reason.clone()),
-                    },
-                    ComponentState::Degraded(reason) => ComponentReport {
-                        state: "degraded",
-                        reason: Some(reason.clone()),
-                    },
+                    ComponentState::Starting => ("starting", None),
+                    ComponentState::Ready => ("ready", None),
+                    ComponentState::NotReady(reason) => ("not_ready", Some(reason.clone())),
+                    ComponentState::Degraded(reason) => ("degraded", Some(reason.clone())),
+                };
+                let report = ComponentReport {
+                    state: report.0,
+                    reason: report.1,
+                    detail: details.get(name).cloned(),
                 };
                 (name.clone(), report)
             })

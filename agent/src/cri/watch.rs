@@ -185,6 +185,15 @@ impl CriWatcher {
             "CRI uprobes attached"
         );
         self.readiness.set_ready(COMPONENT);
+        self.readiness.set_detail(
+            COMPONENT,
+            format!(
+                "{count} uprobes on {} ({}, {} handlers)",
+                plan.binary.display(),
+                plan.runtime.name(),
+                plan.handlers.len()
+            ),
+        );
         self.failed = None;
         self.current = Some((target.clone(), attachment));
         Ok(())
@@ -200,6 +209,7 @@ impl CriWatcher {
                 "detaching the CRI uprobes in the background"
             );
             self.counts.uprobes.store(0, Ordering::Relaxed);
+            self.readiness.set_detail(COMPONENT, "no uprobes attached");
             let spawned = std::thread::Builder::new()
                 .name("uprobe-detach".to_owned())
                 .spawn(move || drop(attachment));
