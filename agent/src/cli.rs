@@ -192,6 +192,15 @@ pub enum OutputFormat {
     Json,
 }
 
+/// The bearer token in `path` (surrounding whitespace removed), when a file is given.
+pub fn read_token_file(path: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
+    use anyhow::Context as _;
+    let Some(path) = path else { return Ok(None) };
+    let token = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the token file {}", path.display()))?;
+    Ok(Some(token.trim().to_owned()))
+}
+
 /// Parses `90s`, `15m`, `24h`, `7d` (a number and a unit).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();

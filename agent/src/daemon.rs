@@ -41,15 +41,7 @@ pub async fn run_until(
     args: AgentArgs,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let token = match &args.token_file {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read the token file {}", path.display()))?
-                .trim()
-                .to_owned(),
-        ),
-        None => None,
-    };
+    let token = crate::cli::read_token_file(args.token_file.as_deref())?;
     api::check_listen_policy(args.listen, token.as_deref(), args.insecure_no_auth)?;
     let node_name = match &args.node_name {
         Some(name) => name.clone(),

@@ -30,15 +30,7 @@ fn now_us() -> anyhow::Result<u64> {
 
 /// One client per agent named on the command line or in the servers file.
 fn clients(args: &ServerArgs) -> anyhow::Result<Vec<Client>> {
-    let token = match &args.token_file {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read the token file {}", path.display()))?
-                .trim()
-                .to_owned(),
-        ),
-        None => None,
-    };
+    let token = crate::cli::read_token_file(args.token_file.as_deref())?;
     let mut servers = args.servers.clone();
     if let Some(path) = &args.servers_file {
         let text = std::fs::read_to_string(path)

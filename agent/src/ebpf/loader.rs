@@ -34,6 +34,23 @@ pub struct KernelDrops {
 /// The uprobe programs for CRI handlers: loaded at start, attached once a runtime is found.
 pub const CRI_PROGRAMS: [&str; 2] = ["cri_entry", "cri_return"];
 
+/// The program `name` of the object, as the program type `P`.
+pub(super) fn program<'a, P>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut P, EbpfError>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or_else(|| EbpfError::Missing {
+            what: "program",
+            name: name.to_owned(),
+        })?
+        .try_into()
+        .map_err(|source| EbpfError::Program {
+            name: name.to_owned(),
+            source,
+        })
+}
+
 /// The loaded and attached programs; detached when dropped.
 pub struct KernelProbes {
     ebpf: Ebpf,
@@ -52,17 +69,7 @@ impl KernelProbes {
             .map_err(|source| EbpfError::Load { source })?;
         let mut attached = Vec::new();
         for (name, category, tracepoint) in TRACEPOINTS {
-            let program: &mut TracePoint = ebpf
-                .program_mut(name)
-                .ok_or_else(|| EbpfError::Missing {
-                    what: "program",
-                    name: name.to_owned(),
-                })?
-                .try_into()
-                .map_err(|source| EbpfError::Program {
-                    name: name.to_owned(),
-                    source,
-                })?;
+            let program: &mut TracePoint = program(&mut ebpf, name)?;
             let program_error = |source| EbpfError::Program {
                 name: name.to_owned(),
                 source,
@@ -74,17 +81,7 @@ impl KernelProbes {
             attached.push(format!("tracepoint/{category}/{tracepoint}"));
         }
         for name in CRI_PROGRAMS {
-            let program: &mut UProbe = ebpf
-                .program_mut(name)
-                .ok_or_else(|| EbpfError::Missing {
-                    what: "program",
-                    name: name.to_owned(),
-                })?
-                .try_into()
-                .map_err(|source| EbpfError::Program {
-                    name: name.to_owned(),
-                    source,
-                })?;
+            let program: &mut UProbe = program(&mut ebpf, name)?;
             program.load().map_err(|source| EbpfError::Program {
                 name: name.to_owned(),
                 source,

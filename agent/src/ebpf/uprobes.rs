@@ -61,21 +61,6 @@ impl Drop for CriAttachment {
     }
 }
 
-fn program<'a>(probes: &'a mut KernelProbes, name: &str) -> Result<&'a mut UProbe, EbpfError> {
-    probes
-        .ebpf_mut()
-        .program_mut(name)
-        .ok_or_else(|| EbpfError::Missing {
-            what: "program",
-            name: name.to_owned(),
-        })?
-        .try_into()
-        .map_err(|source| EbpfError::Program {
-            name: name.to_owned(),
-            source,
-        })
-}
-
 impl KernelProbes {
     /// Sets the field offsets and attaches the handlers' probes. On error, what was attached
     /// is detached again.
@@ -121,24 +106,25 @@ impl KernelProbes {
                 if name == "cri_entry" && count_only != 0 {
                     continue;
                 }
-                let attached = program(self, name).and_then(|p| {
-                    let failed = |source| EbpfError::Program {
-                        name: format!("{name} at {}+{offset:#x}", binary.display()),
-                        source,
-                    };
-                    let id = p
-                        .attach(
-                            UProbeAttachPoint {
-                                location: UProbeAttachLocation::AbsoluteOffset(offset),
-                                cookie: Some(cookie),
-                            },
-                            binary,
-                            UProbeScope::AllProcesses,
-                        )
-                        .map_err(failed)?;
-                    // Owned by the attachment, so it can detach them all at once.
-                    p.take_link(id).map_err(failed)
-                });
+                let attached =
+                    super::loader::program::<UProbe>(self.ebpf_mut(), name).and_then(|p| {
+                        let failed = |source| EbpfError::Program {
+                            name: format!("{name} at {}+{offset:#x}", binary.display()),
+                            source,
+                        };
+                        let id = p
+                            .attach(
+                                UProbeAttachPoint {
+                                    location: UProbeAttachLocation::AbsoluteOffset(offset),
+                                    cookie: Some(cookie),
+                                },
+                                binary,
+                                UProbeScope::AllProcesses,
+                            )
+                            .map_err(failed)?;
+                        // Owned by the attachment, so it can detach them all at once.
+                        p.take_link(id).map_err(failed)
+                    });
                 match attached {
                     Ok(link) => attachment.links.push(link),
                     // Dropping the attachment detaches what was attached.
