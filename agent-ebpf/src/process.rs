@@ -4,7 +4,7 @@
 use aya_ebpf::{
     EbpfContext as _,
     helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task,
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
         bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes,
         bpf_probe_read_user_str_bytes, generated::bpf_probe_read_user,
     },
@@ -90,9 +90,29 @@ fn is_runtime(buf: &[u8; ARGV0_PROBE], len: usize) -> bool {
         || has_basename(buf, len, b"youki")
 }
 
+/// Whether the task's command name (the base name of the path just exec'd) is a runtime's.
+/// A cheap first look: most execs on a node stop here.
+fn comm_is_runtime(comm: &[u8; 16]) -> bool {
+    let is = |name: &[u8]| {
+        let mut equal = comm.get(name.len()) == Some(&0);
+        for (i, expected) in name.iter().enumerate() {
+            equal &= comm.get(i) == Some(expected);
+        }
+        equal
+    };
+    is(b"runc") || is(b"crun") || is(b"youki")
+}
+
 fn try_exec(ctx: &TracePointContext) -> Result<(), i32> {
-    let off = offsets();
     let tgid = current_tgid();
+    // SAFETY: the value is a plain u32 copied out at once.
+    let tracked = unsafe { TRACKED.get(tgid) }.copied();
+    // Untracked processes whose new command is not a runtime's name are not followed (a
+    // runtime's `runc init` re-exec, named `exe` or after its memfd, is a tracked fork).
+    if tracked.is_none() && !comm_is_runtime(&bpf_get_current_comm()?) {
+        return Ok(());
+    }
+    let off = offsets();
     // SAFETY: returns the current task pointer; only ever dereferenced through probe reads.
     let task = unsafe { bpf_get_current_task() };
     let mm = read_kernel_u64(task, off.task_mm)?;
@@ -107,8 +127,7 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i32> {
         track(tgid, TrackedKind::Runtime);
         ExecRole::Runtime
     } else {
-        // SAFETY: the value is a plain u32 copied out at once.
-        match unsafe { TRACKED.get(tgid) }.copied() {
+        match tracked {
             Some(kind)
                 if kind == TrackedKind::Runtime as u32
                     || kind == TrackedKind::RuntimeChild as u32 =>

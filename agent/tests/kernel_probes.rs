@@ -23,9 +23,13 @@ async fn reports_runtime_execs_their_children_and_exit_codes() {
     let stats = Arc::new(ReaderStats::default());
     let reader = tokio::spawn(run_reader(ring, tx, stats.clone()));
 
-    // A shell started with argv[0] = "runc" looks like a runtime to the kernel side; the
-    // commands it forks and execs look like the container processes a runtime starts.
-    let status = std::process::Command::new("/bin/sh")
+    // A shell installed as `runc` looks like a runtime to the kernel side (its command name and
+    // argv[0] are runc's); the commands it forks and execs look like the container processes
+    // a runtime starts.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fake_runc = dir.path().join("runc");
+    std::fs::copy("/bin/sh", &fake_runc).expect("copy /bin/sh");
+    let status = std::process::Command::new(&fake_runc)
         .arg0("runc")
         .args(["-c", "/bin/sleep 0.05; /bin/true; exit 3"])
         .status()
@@ -64,7 +68,7 @@ async fn reports_runtime_execs_their_children_and_exit_codes() {
         runtime.argv,
         ["runc", "-c", "/bin/sleep 0.05; /bin/true; exit 3"]
     );
-    assert_eq!(runtime.filename, "/bin/sh");
+    assert_eq!(runtime.filename, fake_runc.to_str().expect("utf-8 path"));
     assert_eq!(runtime.ppid, std::process::id());
     assert_ne!(runtime.cgroup_id, 0);
 
@@ -100,6 +104,23 @@ async fn reports_runtime_execs_their_children_and_exit_codes() {
         !events.iter().any(|e| matches!(e, KernelEvent::Exec(x) if x.argv == ["/bin/true"] && x.ppid == std::process::id())),
         "an unrelated exec was reported"
     );
+    // A process that only calls itself runc in argv[0] is not a runtime: its command name
+    // (the file it exec'd) is not runc's.
+    let status = std::process::Command::new("/bin/sh")
+        .arg0("runc")
+        .args(["-c", "exit 4"])
+        .status()
+        .expect("run sh");
+    assert_eq!(status.code(), Some(4));
+    let quiet_until = tokio::time::Instant::now() + Duration::from_millis(500);
+    while let Ok(Some(event)) = tokio::time::timeout_at(quiet_until, rx.recv()).await {
+        if let KernelEvent::Exec(x) = &event {
+            assert!(
+                !x.argv.iter().any(|a| a == "exit 4"),
+                "a process named runc only in argv[0] was followed: {x:?}"
+            );
+        }
+    }
     assert_eq!(probes.drops().expect("drop counters").ringbuf_full, 0);
     drop(rx);
     reader.await.expect("reader task").expect("reader");

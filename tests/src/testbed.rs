@@ -1,7 +1,7 @@
 //! The whole testbed in one value: a private containerd with the local pause and busybox
 //! images imported and visible to its CRI, and a CRI client on it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::containerd::{ContainerdError, ContainerdOptions, PrivateContainerd};
@@ -101,6 +101,20 @@ impl Testbed {
     /// Restarts containerd and reconnects the CRI client.
     pub async fn restart_containerd(&mut self) -> Result<(), TestbedError> {
         self.containerd.restart().await?;
+        self.cri = self.containerd.cri_client().await?;
+        Ok(())
+    }
+
+    /// Copies the containerd executable into the work directory (see
+    /// [`PrivateContainerd::copy_binary`]).
+    pub fn copy_containerd_binary(&self, name: &str) -> Result<PathBuf, TestbedError> {
+        Ok(self.containerd.copy_binary(name)?)
+    }
+
+    /// Restarts containerd onto another executable (an upgrade, see
+    /// [`PrivateContainerd::restart_with_binary`]) and reconnects the CRI client.
+    pub async fn restart_containerd_with(&mut self, binary: &Path) -> Result<(), TestbedError> {
+        self.containerd.restart_with_binary(binary).await?;
         self.cri = self.containerd.cri_client().await?;
         Ok(())
     }

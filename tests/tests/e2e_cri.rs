@@ -9,6 +9,9 @@
 //! 3. containerd restarts under the running agent; a whole pod lifecycle after it is traced,
 //!    and `/readyz` reports the `cri` component ready.
 //! 4. Every runc span of that lifecycle hangs under the CRI call that caused it.
+//! 5. An upgrade: containerd restarts from a copy of its binary (another inode), then from a
+//!    second copy. Each time the agent moves its uprobes to the new binary (`/readyz` and the
+//!    kernel say so) and a pod lifecycle on it is traced; the old uprobes go away.
 //!
 //! Needs root; skips with a reason otherwise.
 
@@ -49,6 +52,11 @@ const STORE_MIB: u64 = 64;
 const REATTACH_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long spans may take to reach the store after the calls returned.
 const SPANS_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long the agent may take to move its CRI uprobes to a replaced containerd binary (one
+/// 2 s poll, planning the new binary, attaching).
+const UPGRADE_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long the uprobes on a replaced binary may take to go away (detached in the background).
+const OLD_PROBES_TIMEOUT: Duration = Duration::from_secs(15);
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -140,6 +148,69 @@ impl Agent {
             .is_some_and(|(_, body)| body["components"]["cri"]["state"] == "ready")
     }
 
+    /// `/readyz`'s detail of the `cri` component, e.g. `66 uprobes on /usr/bin/containerd
+    /// (containerd, 19 handlers)`.
+    fn cri_detail(readyz: &Option<(u16, serde_json::Value)>) -> Option<&str> {
+        readyz.as_ref()?.1["components"]["cri"]["detail"].as_str()
+    }
+
+    /// Waits until `/readyz` reports the `cri` component ready with its uprobes on `binary`,
+    /// and answers how many (from the detail) and each detail seen on the way with when it was
+    /// first seen, measured from `since`.
+    async fn wait_cri_on(
+        &self,
+        binary: &Path,
+        since: Instant,
+        timeout: Duration,
+    ) -> (usize, Vec<(Duration, String)>) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let on = format!(" uprobes on {} (", binary.display());
+        let mut seen: Vec<(Duration, String)> = Vec::new();
+        loop {
+            let answer = self.readyz().await;
+            let detail = Self::cri_detail(&answer);
+            if let Some(detail) = detail
+                && seen.last().map(|(_, d)| d.as_str()) != Some(detail)
+            {
+                seen.push((since.elapsed(), detail.to_owned()));
+            }
+            if Self::cri_ready(&answer)
+                && let Some((count, _)) = detail.and_then(|d| d.split_once(&on))
+            {
+                let count = count
+                    .parse()
+                    .unwrap_or_else(|e| panic!("uprobe count in the cri detail {detail:?}: {e}"));
+                return (count, seen);
+            }
+            assert!(
+                !self.task.is_finished(),
+                "the agent stopped; last /readyz: {answer:?}"
+            );
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the agent did not report its CRI uprobes ready on {} within {timeout:?} \
+                 (details seen: {seen:?}); last /readyz: {answer:?}",
+                binary.display()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The value of `series` in `/metrics`, written as there, labels included (e.g.
+    /// `nodetrace_probes_attached{kind="uprobe"}`).
+    async fn metric(&self, series: &str) -> Option<f64> {
+        let text = reqwest::get(format!("{}/metrics", self.url()))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines().find_map(|line| {
+            let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+            value.trim().parse().ok()
+        })
+    }
+
     /// Waits until `/readyz` reports the `cri` component ready (the CRI uprobes are attached).
     async fn wait_cri_ready(&self, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
@@ -202,6 +273,67 @@ fn describe(spans: &[&Span]) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// The uprobes this process (the agent runs in it) holds, by file, as the kernel reports its
+/// bpf links (`BPF_OBJ_GET_INFO_BY_FD` on every `bpf_link` fd; perf-event link details need
+/// Linux 6.6). `None` when the kernel tells nothing (older kernel, or no link found).
+fn kernel_uprobes() -> Option<std::collections::BTreeMap<String, usize>> {
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    const BPF_LINK_TYPE_PERF_EVENT: u32 = 7;
+    const BPF_PERF_EVENT_UPROBE: u32 = 1;
+    const BPF_PERF_EVENT_URETPROBE: u32 = 2;
+    let mut by_file = std::collections::BTreeMap::new();
+    let mut links = 0;
+    for entry in std::fs::read_dir("/proc/self/fd").ok()?.flatten() {
+        let is_link = std::fs::read_link(entry.path())
+            .is_ok_and(|target| target.as_os_str() == "anon_inode:bpf_link");
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !is_link {
+            continue;
+        }
+        links += 1;
+        // struct bpf_link_info as u64 words (little-endian): type, id, prog_id, then (at 16)
+        // perf_event: type, pad, uprobe.file_name (pointer, at 24), uprobe.name_len (at 32).
+        let mut name = [0u8; 4096];
+        let mut info = [0u64; 32];
+        info[3] = name.as_mut_ptr() as u64;
+        info[4] = name.len() as u64;
+        // union bpf_attr, info: bpf_fd, info_len, info (pointer).
+        let mut attr = [0u64; 16];
+        attr[0] = u64::from(fd) | ((std::mem::size_of_val(&info) as u64) << 32);
+        attr[1] = info.as_mut_ptr() as u64;
+        // SAFETY: bpf(2) with a zeroed attr of the right command; the kernel writes only into
+        // `info` and `name`, within the lengths given, which outlive the call.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_OBJ_GET_INFO_BY_FD,
+                attr.as_mut_ptr(),
+                std::mem::size_of_val(&attr),
+            )
+        };
+        if ret != 0 {
+            continue;
+        }
+        let link_type = info[0] as u32;
+        let event_type = info[2] as u32;
+        if link_type != BPF_LINK_TYPE_PERF_EVENT
+            || !matches!(event_type, BPF_PERF_EVENT_UPROBE | BPF_PERF_EVENT_URETPROBE)
+        {
+            continue;
+        }
+        let len = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+        let file = String::from_utf8_lossy(&name[..len]).into_owned();
+        *by_file.entry(file).or_insert(0) += 1;
+    }
+    (links > 0 && !by_file.is_empty()).then_some(by_file)
 }
 
 fn end(span: &Span) -> u64 {
@@ -676,6 +808,146 @@ async fn cri_calls_are_traced_through_pull_failure_and_restart() {
             );
         }
     }
+    drop(step);
+
+    // 5. An upgrade: containerd restarts from another binary (copies of /usr/bin/containerd:
+    //    same code, other inodes, so the agent sees a replaced binary), twice.
+    let step = Step::start(
+        started,
+        "5. upgrade: containerd restarts from copy A, then copy B, of its binary",
+    );
+    let original = testbed.containerd().binary().to_path_buf();
+    let copies: Vec<PathBuf> = ["a", "b"]
+        .iter()
+        .map(|name| {
+            testbed
+                .copy_containerd_binary(name)
+                .unwrap_or_else(|e| panic!("copy {} to the work dir: {e}", original.display()))
+        })
+        .collect();
+    let inode = |path: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path)
+            .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
+            .ino()
+    };
+    let inodes: Vec<u64> = std::iter::once(&original)
+        .chain(&copies)
+        .map(|p| inode(p))
+        .collect();
+    assert!(
+        inodes[0] != inodes[1] && inodes[1] != inodes[2] && inodes[0] != inodes[2],
+        "the copies are other files: inodes {inodes:?}"
+    );
+    let mut last_reattach = Instant::now();
+    let before = kernel_uprobes();
+    eprintln!("  uprobes before, by file (from the kernel): {before:?}");
+    for (copy, name) in copies.iter().zip(["upgrade-a", "upgrade-b"]) {
+        let previous = testbed.containerd().binary().to_path_buf();
+        let upgrade_started = Instant::now();
+        testbed
+            .restart_containerd_with(copy)
+            .await
+            .unwrap_or_else(|e| panic!("restart containerd onto {}: {e}", copy.display()));
+        let restarted = upgrade_started.elapsed();
+        let pid = testbed.containerd().pid().expect("containerd runs");
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).expect("containerd's exe");
+        assert_eq!(&exe, copy, "containerd {pid} runs from the copy");
+        let (uprobes, details) = agent
+            .wait_cri_on(copy, upgrade_started, UPGRADE_TIMEOUT)
+            .await;
+        let reattached = upgrade_started.elapsed();
+        last_reattach = Instant::now();
+        eprintln!(
+            "  {} -> {}: containerd up after {restarted:?}, the agent's uprobes on it after \
+             {reattached:?}; /readyz's cri detail (first seen at):",
+            previous.display(),
+            copy.display()
+        );
+        for (at, detail) in &details {
+            eprintln!("    {at:>12.2?}  {detail}");
+        }
+        assert!(uprobes > 0, "uprobes on {}: {details:?}", copy.display());
+        let metric = agent
+            .metric(r#"nodetrace_probes_attached{kind="uprobe"}"#)
+            .await;
+        assert_eq!(
+            metric,
+            Some(uprobes as f64),
+            "nodetrace_probes_attached{{kind=\"uprobe\"}} against /readyz's {uprobes} uprobes"
+        );
+        if let Some(kernel) = kernel_uprobes() {
+            let on_copy = kernel.get(&copy.display().to_string()).copied();
+            assert_eq!(
+                on_copy,
+                Some(uprobes),
+                "the kernel's uprobes of this process on {}, by file: {kernel:?}",
+                copy.display()
+            );
+        } else {
+            eprintln!("  (the kernel does not tell the uprobes' files: not checked)");
+        }
+
+        let cri = testbed.cri().clone();
+        let lifecycle = testbed.pod(NAMESPACE, name);
+        let pod = lifecycle.pod.clone();
+        let report = lifecycle.run(&cri).await.unwrap_or_else(|e| {
+            panic!(
+                "pod lifecycle on {}: {e}\ncontainerd log:\n{}",
+                copy.display(),
+                testbed.containerd().log_tail(3000)
+            )
+        });
+        let lifecycle_done = upgrade_started.elapsed();
+        let traces = spans_until(&client, &by_name(name), |spans| {
+            cri_calls.iter().all(|c| count(spans, c.method()) >= 1)
+        })
+        .await;
+        let spans: Vec<&Span> = traces.iter().flat_map(|t| &t.spans).collect();
+        for call in cri_calls {
+            let method = call.method();
+            let span = only(&spans, method);
+            assert_cri_span(span, method, window(&report, call));
+            assert_pod(span, &pod);
+            assert_eq!(tag(span, "error"), None, "{method} succeeded");
+        }
+        eprintln!(
+            "  {name}: lifecycle done after {lifecycle_done:?}, its {} CRI spans after {:?}",
+            cri_calls.len(),
+            upgrade_started.elapsed()
+        );
+    }
+    // The uprobes on the binaries containerd no longer runs are detached in the background.
+    let current = copies[1].display().to_string();
+    match kernel_uprobes() {
+        None => eprintln!("  (the kernel does not tell the uprobes' files: old ones not checked)"),
+        Some(_) => loop {
+            let kernel = kernel_uprobes().unwrap_or_default();
+            let old: Vec<(&String, &usize)> = kernel
+                .iter()
+                .filter(|(file, _)| **file != current)
+                .collect();
+            if old.is_empty() {
+                eprintln!(
+                    "  no uprobes left on the old binaries {:?} after the last re-attach; \
+                     now: {kernel:?}",
+                    last_reattach.elapsed()
+                );
+                break;
+            }
+            assert!(
+                last_reattach.elapsed() < OLD_PROBES_TIMEOUT,
+                "uprobes on binaries containerd no longer runs were not detached within \
+                 {OLD_PROBES_TIMEOUT:?}: {old:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        },
+    }
+    let readyz = agent.readyz().await;
+    assert!(
+        Agent::cri_ready(&readyz),
+        "/readyz after the upgrade: {readyz:?}"
+    );
     drop(step);
 
     // Stop the agent; its store then tells the PullImage span of step 1.

@@ -144,7 +144,8 @@ impl CriWatcher {
         if self.failed.as_ref() == Some(found.identity()) {
             return;
         }
-        self.detach();
+        // The new binary is probed first and the old probes detached afterwards: detaching
+        // waits for the kernel (~0.1 s per uprobe, one at a time) and an attach queues behind it.
         let path = found.path().clone();
         let planned = tokio::task::spawn_blocking(move || plan(&path)).await;
         let result = match planned {
@@ -188,34 +189,28 @@ impl CriWatcher {
         self.readiness.set_detail(
             COMPONENT,
             format!(
-                "{count} uprobes on {} ({}, {} handlers)",
+                "{count} uprobes on {} (inode {}; {}, {} handlers)",
                 plan.binary.display(),
+                target.identity().inode,
                 plan.runtime.name(),
                 plan.handlers.len()
             ),
         );
         self.failed = None;
-        self.current = Some((target.clone(), attachment));
+        if let Some((old_target, old)) = self.current.replace((target.clone(), attachment)) {
+            detach_in_background(&old_target, old);
+        }
         Ok(())
     }
 
-    /// Detaches in the background: closing each uprobe waits for the kernel (~0.1 s each, one
-    /// at a time), and tracing must not wait for that.
+    /// Detaches everything (at shutdown).
     fn detach(&mut self) {
         if let Some((target, attachment)) = self.current.take() {
-            tracing::info!(
-                binary = %target.path().display(),
-                uprobes = attachment.probes(),
-                "detaching the CRI uprobes in the background"
-            );
             self.counts.uprobes.store(0, Ordering::Relaxed);
             self.readiness.set_detail(COMPONENT, "no uprobes attached");
-            let spawned = std::thread::Builder::new()
-                .name("uprobe-detach".to_owned())
-                .spawn(move || drop(attachment));
-            if let Err(err) = spawned {
-                tracing::warn!(error = %err, "cannot detach the CRI uprobes in the background");
-            }
+            self.readiness
+                .set_not_ready(COMPONENT, "the CRI uprobes are being detached");
+            detach_in_background(&target, attachment);
         }
     }
 
@@ -240,6 +235,22 @@ impl CriWatcher {
             }
         }
         Err(format!("no CRI runtime found: {}", reasons.join("; ")))
+    }
+}
+
+/// Closing each uprobe waits for the kernel (~0.1 s each, mostly one at a time), so it happens
+/// on a thread of its own.
+fn detach_in_background(target: &Target, attachment: CriAttachment) {
+    tracing::info!(
+        binary = %target.path().display(),
+        uprobes = attachment.probes(),
+        "detaching the CRI uprobes in the background"
+    );
+    let spawned = std::thread::Builder::new()
+        .name("uprobe-detach".to_owned())
+        .spawn(move || drop(attachment));
+    if let Err(err) = spawned {
+        tracing::warn!(error = %err, "cannot detach the CRI uprobes in the background");
     }
 }
 

@@ -30,6 +30,10 @@ pub struct ContainerdOptions {
     /// [`Registry`](crate::registry::Registry)'s [`host`](crate::registry::Registry::host).
     /// Empty by default.
     pub insecure_registries: Vec<String>,
+    /// The containerd executable to run ([`CONTAINERD_BIN`] by default). A copy elsewhere
+    /// works as long as the shim (`containerd-shim-runc-v2`) is on the PATH, which always
+    /// has `/usr/bin` (see [`PrivateContainerd::copy_binary`]).
+    pub containerd_binary: PathBuf,
 }
 
 impl Default for ContainerdOptions {
@@ -39,6 +43,7 @@ impl Default for ContainerdOptions {
             start_timeout: Duration::from_secs(30),
             cri_cleanup_timeout: Duration::from_secs(30),
             insecure_registries: Vec::new(),
+            containerd_binary: PathBuf::from(CONTAINERD_BIN),
         }
     }
 }
@@ -67,8 +72,10 @@ pub enum ContainerdError {
         len: usize,
     },
     /// containerd could not be started.
-    #[error("cannot start {CONTAINERD_BIN}: {source} (apt-get install containerd runc)")]
+    #[error("cannot start {}: {source} (apt-get install containerd runc)", binary.display())]
     Spawn {
+        /// The executable.
+        binary: PathBuf,
         /// The underlying error.
         source: std::io::Error,
     },
@@ -198,6 +205,34 @@ impl PrivateContainerd {
             .with_pod_cgroups(self.pod_cgroups.clone()))
     }
 
+    /// The executable containerd runs from (the last one started).
+    pub fn binary(&self) -> &Path {
+        &self.options.containerd_binary
+    }
+
+    /// Copies the containerd executable it runs now to `<work>/bin/<name>/containerd`
+    /// (a new file: another inode, same content and mode, same `containerd` process name)
+    /// and returns that path, for [`PrivateContainerd::restart_with_binary`]. It is removed
+    /// with the work directory on teardown.
+    pub fn copy_binary(&self, name: &str) -> Result<PathBuf, ContainerdError> {
+        let dir = self.layout.work_dir.join("bin").join(name);
+        std::fs::create_dir_all(&dir).map_err(|source| ContainerdError::Io {
+            action: "create",
+            path: dir.clone(),
+            source,
+        })?;
+        let copy = dir.join("containerd");
+        // fs::copy copies the permission bits too, so the copy is executable.
+        std::fs::copy(&self.options.containerd_binary, &copy).map_err(|source| {
+            ContainerdError::Io {
+                action: "copy containerd to",
+                path: copy.clone(),
+                source,
+            }
+        })?;
+        Ok(copy)
+    }
+
     /// Stops containerd (SIGTERM, SIGKILL after 5 s) and starts it again on the same
     /// directories; running shims and containers are left alone and reconnected.
     pub async fn restart(&mut self) -> Result<(), ContainerdError> {
@@ -205,6 +240,16 @@ impl PrivateContainerd {
             tracing::warn!(problem = %problem, "stopping containerd for restart");
         }
         self.launch().await
+    }
+
+    /// [`PrivateContainerd::restart`] onto another executable, as an upgrade of the runtime
+    /// does: the old process stops, `binary` starts on the same config and directories
+    /// (and is what later restarts run). Fails before stopping anything when `binary` is
+    /// not an executable file.
+    pub async fn restart_with_binary(&mut self, binary: &Path) -> Result<(), ContainerdError> {
+        process::check_executable(binary)?;
+        self.options.containerd_binary = binary.to_path_buf();
+        self.restart().await
     }
 
     /// Tears everything down: every pod through the CRI, containerd itself, leftover
@@ -215,7 +260,10 @@ impl PrivateContainerd {
     }
 
     async fn launch(&mut self) -> Result<(), ContainerdError> {
-        self.child = Some(process::spawn(&self.layout)?);
+        self.child = Some(process::spawn(
+            &self.layout,
+            &self.options.containerd_binary,
+        )?);
         let started = Instant::now();
         let mut last_error = String::from("socket not created yet");
         loop {
@@ -235,6 +283,7 @@ impl PrivateContainerd {
                     Ok(()) => {
                         tracing::info!(
                             pid = self.pid(),
+                            binary = %self.options.containerd_binary.display(),
                             socket = %self.layout.socket.display(),
                             took = ?started.elapsed(),
                             "private containerd ready"

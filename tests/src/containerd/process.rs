@@ -67,16 +67,34 @@ pub(super) fn prepare(
     Ok(layout)
 }
 
-/// Starts `containerd --config <config>` in its own process group (a terminal's Ctrl-C
+/// Fails unless `binary` is a regular file with an execute bit set.
+pub(super) fn check_executable(binary: &Path) -> Result<(), ContainerdError> {
+    use std::os::unix::fs::PermissionsExt;
+    let metadata = std::fs::metadata(binary).map_err(io_error("read", binary))?;
+    if metadata.is_file() && metadata.permissions().mode() & 0o111 != 0 {
+        Ok(())
+    } else {
+        Err(ContainerdError::Io {
+            action: "run",
+            path: binary.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                "not an executable file",
+            ),
+        })
+    }
+}
+
+/// Starts `<binary> --config <config>` in its own process group (a terminal's Ctrl-C
 /// reaches only us, and we tear it down), stdout and stderr appended to the log.
-pub(super) fn spawn(layout: &ContainerdLayout) -> Result<Child, ContainerdError> {
+pub(super) fn spawn(layout: &ContainerdLayout, binary: &Path) -> Result<Child, ContainerdError> {
     let log = OpenOptions::new()
         .create(true)
         .append(true)
         .open(&layout.log)
         .map_err(io_error("open", &layout.log))?;
     let log_err = log.try_clone().map_err(io_error("open", &layout.log))?;
-    Command::new(CONTAINERD_BIN)
+    Command::new(binary)
         .arg("--config")
         .arg(&layout.config)
         .env("PATH", runtime_path())
@@ -86,7 +104,10 @@ pub(super) fn spawn(layout: &ContainerdLayout) -> Result<Child, ContainerdError>
         .stderr(log_err)
         .process_group(0)
         .spawn()
-        .map_err(|source| ContainerdError::Spawn { source })
+        .map_err(|source| ContainerdError::Spawn {
+            binary: binary.to_path_buf(),
+            source,
+        })
 }
 
 /// Sends SIGTERM, waits up to `grace`, then SIGKILLs and reaps. A no-op without a child.
