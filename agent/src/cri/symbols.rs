@@ -79,11 +79,30 @@ pub enum SymbolError {
     },
 }
 
-/// A Go executable, read into memory, with its function table.
+/// The bytes of a binary: mapped from its file (the pages stay the page cache's, so a 50 MB
+/// runtime binary does not stay in the agent's resident memory), or owned (tests).
+#[derive(Debug)]
+enum Bytes {
+    Mapped(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Self::Mapped(map) => map,
+            Self::Owned(bytes) => bytes,
+        }
+    }
+}
+
+/// A Go executable, mapped into memory, with its function table.
 #[derive(Debug)]
 pub struct GoBinary {
     path: PathBuf,
-    data: Vec<u8>,
+    data: Bytes,
     architecture: Architecture,
     /// Sorted by name, one entry per name.
     functions: Vec<Function>,
@@ -103,11 +122,16 @@ impl GoBinary {
         sources: &[SymbolSource],
     ) -> Result<Self, SymbolError> {
         let path = path.as_ref();
-        let data = std::fs::read(path).map_err(|source| SymbolError::Read {
+        let read_error = |source| SymbolError::Read {
             path: path.to_path_buf(),
             source,
-        })?;
-        Self::from_bytes(path, data, sources)
+        };
+        let file = std::fs::File::open(path).map_err(read_error)?;
+        // SAFETY: the mapping is read-only and private; a runtime binary is replaced by a new
+        // file on upgrade (a new inode), not rewritten in place, so its bytes do not change
+        // under the map.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(read_error)?;
+        Self::parse(path, Bytes::Mapped(map), sources)
     }
 
     /// Reads the functions of a binary already in memory; `path` names it in messages.
@@ -119,7 +143,11 @@ impl GoBinary {
         data: Vec<u8>,
         sources: &[SymbolSource],
     ) -> Result<Self, SymbolError> {
-        let path = path.as_ref().to_path_buf();
+        Self::parse(path.as_ref(), Bytes::Owned(data), sources)
+    }
+
+    fn parse(path: &Path, data: Bytes, sources: &[SymbolSource]) -> Result<Self, SymbolError> {
+        let path = path.to_path_buf();
         let parsed = read_functions(&data, sources).map_err(|source| SymbolError::Parse {
             path: path.clone(),
             source,
@@ -193,7 +221,7 @@ impl GoBinary {
         merge_by_name(&mut functions, &SymbolSource::ALL);
         Self {
             path: PathBuf::from("test"),
-            data: Vec::new(),
+            data: Bytes::Owned(Vec::new()),
             architecture: Architecture::X86_64,
             functions,
             pcln_version: None,
