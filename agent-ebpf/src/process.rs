@@ -4,9 +4,10 @@
 use aya_ebpf::{
     EbpfContext as _,
     helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
-        bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes,
-        bpf_probe_read_user_str_bytes, generated::bpf_probe_read_user,
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_probe_read_kernel_str_bytes, bpf_probe_read_user_str_bytes,
+        generated::bpf_probe_read_user,
     },
     macros::tracepoint,
     programs::TracePointContext,

@@ -105,7 +105,14 @@ async fn demo(binary: &Path, work: &Path, args: &DemoArgs) -> anyhow::Result<()>
     step(&format!("starting the agent on {server}"));
     let agent = AgentProcess(
         Command::new(binary)
-            .args(["agent", "--listen", &args.listen, "--node-name", "demo-node", "--no-kube"])
+            .args([
+                "agent",
+                "--listen",
+                &args.listen,
+                "--node-name",
+                "demo-node",
+                "--no-kube",
+            ])
             .arg("--data-dir")
             .arg(work.join("agent-data"))
             .arg("--cri-socket")
@@ -155,7 +162,9 @@ async fn demo(binary: &Path, work: &Path, args: &DemoArgs) -> anyhow::Result<()>
         println!("\nThe agent keeps running; press Ctrl-C to stop it and clean up.");
         std::future::pending::<()>().await;
     }
-    step("stopping the agent (the kernel takes some seconds to detach its uprobes) and the private containerd");
+    step(
+        "stopping the agent (the kernel takes some seconds to detach its uprobes) and the private containerd",
+    );
     agent.stop()?;
     let teardown = testbed
         .stop()

@@ -1,7 +1,9 @@
 //! `cargo xtask`: every project workflow one command away (setup, test, demo).
 
+mod bench;
 mod demo;
 mod deploy_check;
+mod image;
 mod setup;
 mod test;
 
@@ -22,6 +24,10 @@ enum Command {
     Test,
     /// Start a private containerd and the agent, run a sample pod lifecycle, print its trace.
     Demo(demo::DemoArgs),
+    /// Build the agent's container image (deploy/Containerfile) with podman, docker or buildah.
+    Image(image::ImageArgs),
+    /// Measure overhead, throughput, freshness and footprint against baselines (as root).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -34,6 +40,11 @@ fn main() -> anyhow::Result<()> {
         Command::Demo(args) => {
             setup::run()?;
             demo::run(args)
+        }
+        Command::Image(args) => image::run(args),
+        Command::Bench(args) => {
+            setup::run()?;
+            bench::run(args)
         }
     }
 }

@@ -28,7 +28,18 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "docker-registry",
         "a private image registry for the PullImage end-to-end test",
     ),
-    ("skopeo", "pushes the locally built test image to that registry"),
+    (
+        "skopeo",
+        "pushes the locally built test image to that registry",
+    ),
+    (
+        "bpftrace",
+        "the ad-hoc tracer `cargo xtask bench` compares against",
+    ),
+    (
+        "bpftool",
+        "reads the kernel's per-program BPF run times in `cargo xtask bench`",
+    ),
 ];
 
 /// The bpf-linker release known to work with the toolchain's LLVM (RUNTIME-FACTS.md).

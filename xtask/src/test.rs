@@ -12,6 +12,20 @@ pub fn run() -> anyhow::Result<()> {
         &["clippy", "--all-targets", "--", "-D", "warnings"],
         "clippy lints",
     )?;
+    cargo(
+        &[
+            "clippy",
+            "-p",
+            "xtask",
+            "--features",
+            "bench-helper",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        "clippy lints of the benchmark helper",
+    )?;
     eprintln!("[xtask test] deploy/ manifests");
     crate::deploy_check::run()?;
     // SAFETY: geteuid has no preconditions.
