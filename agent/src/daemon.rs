@@ -134,22 +134,19 @@ pub async fn run_until(
         probe_counts.clone(),
         service_tx,
     );
-    let correlator_task = tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                event = events_rx.recv() => {
-                    let Some(event) = event else { break };
-                    if let Some(span) = correlator.on_event(event) {
-                        if let Some(export) = &export_sink {
-                            export.send(span.clone());
-                        }
-                        if sink.send(span).is_err() {
-                            tracing::debug!("span queue full; span dropped");
-                        }
-                    }
+    // The correlator reads bundles and /proc files as it goes: it runs on a thread of its own
+    // rather than on the async workers.
+    let correlator_task = tokio::task::spawn_blocking(move || {
+        while let Some(event) = events_rx.blocking_recv() {
+            if service_rx.has_changed().unwrap_or(false) {
+                correlator.set_cri_service(&service_rx.borrow_and_update());
+            }
+            if let Some(span) = correlator.on_event(event) {
+                if let Some(export) = &export_sink {
+                    export.send(span.clone());
                 }
-                Ok(()) = service_rx.changed() => {
-                    correlator.set_cri_service(&service_rx.borrow_and_update());
+                if sink.send(span).is_err() {
+                    tracing::debug!("span queue full; span dropped");
                 }
             }
         }

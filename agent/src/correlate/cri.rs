@@ -11,8 +11,10 @@ use crate::{
     oci::{ContainerCache, ContainerInfo, ContainerKind},
 };
 
-/// Most finished calls kept for parenting spans that end later than their call.
-const RECENT_CALLS: usize = 2048;
+/// Most finished calls kept for parenting spans that end later than their call. Every runtime
+/// span scans them (and the calls in flight), so the list stays short: runtime runs end inside
+/// their call, and container processes find their parent through their `runc start`.
+const RECENT_CALLS: usize = 256;
 
 /// One CRI call, in flight or finished.
 #[derive(Clone, Debug)]
