@@ -2,119 +2,27 @@
 //! real nodetrace agent (eBPF programs, correlator, LMDB store, HTTP API) running alongside,
 //! and the pod's trace read back over HTTP. Needs root; skips with a reason otherwise.
 
-use clap::Parser as _;
-use nodetrace::{
-    api::{
-        PodSelector,
-        client::{Client, DEFAULT_TIMEOUT, TraceQuery},
-        format::jaeger_model::{Span, Trace},
-    },
-    cli::{Cli, Command},
+mod common;
+
+use common::{
+    Agent, LIFECYCLE_CALLS, Ready, assert_inside, assert_lifecycle_call, assert_pod, by_name,
+    describe, end, expected_parent, lifecycle_complete, metric, otlp_spans, skipped_unless_root,
+    spans_until, tag, window,
+};
+use nodetrace::api::{
+    PodSelector,
+    client::{Client, DEFAULT_TIMEOUT, TraceQuery},
+    format::jaeger_model::{Span, Trace},
 };
 use nodetrace_testbed::{
-    CallWindow, CriCall, LifecycleReport, Testbed,
+    CriCall, Testbed,
     rotel::{LoggedSpan, Rotel, free_port, rotel_or_skip},
 };
 use std::collections::BTreeMap;
-use std::{net::SocketAddr, path::Path, time::Duration};
-use tokio::sync::oneshot;
+use std::time::Duration;
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// The agent, running in this process on its own tasks.
-struct Agent {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl Agent {
-    async fn start(data_dir: &Path, cri_socket: &Path, otlp_endpoint: Option<String>) -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-        let addr = listener.local_addr().expect("local addr");
-        drop(listener);
-        // The agent's own command line, so the test runs what a user would start.
-        let mut argv = vec![
-            "nodetrace".to_owned(),
-            "agent".to_owned(),
-            format!("--listen={addr}"),
-            format!("--data-dir={}", data_dir.display()),
-            "--node-name=e2e-node".to_owned(),
-            "--max-store-mib=64".to_owned(),
-            format!("--cri-socket={}", cri_socket.display()),
-            "--cluster-name=e2e-cluster".to_owned(),
-            "--otlp-timeout=5s".to_owned(),
-            "--no-kube".to_owned(),
-        ];
-        argv.extend(otlp_endpoint.map(|e| format!("--otlp-endpoint={e}")));
-        let Command::Agent(args) = Cli::try_parse_from(argv).expect("agent flags").command else {
-            panic!("not the agent command");
-        };
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(nodetrace::daemon::run_until(args, async move {
-            let _ = stopped.await;
-        }));
-        let agent = Self {
-            addr,
-            stop: Some(stop),
-            task,
-        };
-        agent.wait_ready().await;
-        agent
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    async fn wait_ready(&self) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(r) = reqwest::get(format!("{}/readyz", self.url())).await
-                && r.status().is_success()
-            {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the agent did not become ready"
-            );
-            assert!(!self.task.is_finished(), "the agent stopped while starting");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(15), &mut self.task)
-            .await
-            .expect("the agent stops within 15 s")
-            .expect("agent task")
-            .expect("agent ran without error");
-    }
-}
-
-/// Spans of an OTLP/JSON body by span id, with their resource's attributes.
-fn otlp_spans(
-    body: &serde_json::Value,
-) -> BTreeMap<String, (serde_json::Value, serde_json::Value)> {
-    let mut spans = BTreeMap::new();
-    for resource_spans in body["resourceSpans"].as_array().expect("resourceSpans") {
-        let resource = resource_spans["resource"]["attributes"].clone();
-        for scope in resource_spans["scopeSpans"].as_array().expect("scopeSpans") {
-            for span in scope["spans"].as_array().expect("spans") {
-                let id = span["spanId"].as_str().expect("spanId").to_owned();
-                spans.insert(id, (resource.clone(), span.clone()));
-            }
-        }
-    }
-    spans
-}
+/// How long spans may take to reach the store after the calls returned.
+const SPANS_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// An OTLP/JSON attribute value as rotel's debug log prints it.
 fn printed(value: &serde_json::Value) -> String {
@@ -202,82 +110,6 @@ fn assert_same_span(
     );
 }
 
-/// The value of a metric line (`name{labels} value`) in a Prometheus text scrape.
-fn metric(scrape: &str, series: &str) -> Option<f64> {
-    scrape.lines().find_map(|line| {
-        let rest = line.strip_prefix(series)?;
-        rest.strip_prefix(' ')?.split(' ').next()?.parse().ok()
-    })
-}
-
-async fn scrape(agent: &Agent) -> String {
-    let response = reqwest::get(format!("{}/metrics", agent.url()))
-        .await
-        .expect("scrape /metrics");
-    assert!(response.status().is_success());
-    response.text().await.expect("metrics text")
-}
-
-fn tag(span: &Span, key: &str) -> Option<String> {
-    span.tags
-        .iter()
-        .find(|t| t.key == key)
-        .map(|t| match t.v_type {
-            2 => t.v_int64.to_string(),
-            1 => t.v_bool.to_string(),
-            _ => t.v_str.clone(),
-        })
-}
-
-fn describe(spans: &[&Span]) -> String {
-    spans
-        .iter()
-        .map(|s| {
-            format!(
-                "{} id={:?} start={} dur={}",
-                s.operation_name,
-                tag(s, "container.id").map(|id| id[..12.min(id.len())].to_owned()),
-                s.start_unix_ns,
-                s.duration_ns
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// Polls the agent until `done` accepts the answer (spans arrive after the processes exit and
-/// the writer commits its batch).
-async fn traces_until(
-    client: &Client,
-    query: &TraceQuery,
-    done: impl Fn(&[&Span]) -> bool,
-) -> Vec<Trace> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let traces = client.traces(query).await.expect("query the agent");
-        let spans: Vec<&Span> = traces.iter().flat_map(|t| &t.spans).collect();
-        if done(&spans) {
-            return traces;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the expected spans did not arrive; got:\n{}",
-            describe(&spans)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn window(report: &LifecycleReport, call: CriCall) -> CallWindow {
-    report
-        .window(call)
-        .unwrap_or_else(|| panic!("{call:?} was not called"))
-}
-
-fn end(span: &Span) -> u64 {
-    span.start_unix_ns + span.duration_ns as u64
-}
-
 fn find<'a>(spans: &[&'a Span], name: &str, id: &str) -> &'a Span {
     spans
         .iter()
@@ -286,21 +118,12 @@ fn find<'a>(spans: &[&'a Span], name: &str, id: &str) -> &'a Span {
         .unwrap_or_else(|| panic!("no `{name}` span for {id}; spans:\n{}", describe(spans)))
 }
 
-fn assert_inside(span: &Span, call: CallWindow, what: &str) {
-    assert!(
-        call.encloses(span.start_unix_ns, end(span)),
-        "{what}: span [{}, {}] is not inside the CRI call's window [{}, {}]",
-        span.start_unix_ns,
-        end(span),
-        call.start_unix_ns,
-        call.end_unix_ns
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_lifecycle_is_traced_end_to_end() {
-    if !is_root() {
-        eprintln!("skipped: the end-to-end test needs root (eBPF, containerd, mounts)");
+    if skipped_unless_root(
+        "a_pod_lifecycle_is_traced_end_to_end",
+        "eBPF, containerd, mounts",
+    ) {
         return;
     }
     let work = tempfile::tempdir().expect("temp dir");
@@ -312,16 +135,29 @@ async fn a_pod_lifecycle_is_traced_end_to_end() {
         let grpc = free_port();
         (Rotel::start(&bin, grpc, free_port()), grpc)
     });
+    let mut flags = vec![
+        "--node-name=e2e-node".to_owned(),
+        "--max-store-mib=64".to_owned(),
+        "--cluster-name=e2e-cluster".to_owned(),
+        "--otlp-timeout=5s".to_owned(),
+        "--no-kube".to_owned(),
+    ];
+    flags.extend(
+        rotel
+            .as_ref()
+            .map(|(_, port)| format!("--otlp-endpoint=http://127.0.0.1:{port}")),
+    );
     let agent = Agent::start(
         &work.path().join("agent-data"),
         testbed.containerd().socket(),
-        rotel
-            .as_ref()
-            .map(|(_, port)| format!("http://127.0.0.1:{port}")),
+        flags,
+        Ready::Agent {
+            within: Duration::from_secs(20),
+        },
     )
     .await;
 
-    let before = scrape(&agent).await;
+    let before = agent.scrape().await;
     let lifecycle = testbed
         .pod("e2e", "web")
         .with_exec(&["sh", "-c", "echo hello; exit 3"]);
@@ -330,51 +166,22 @@ async fn a_pod_lifecycle_is_traced_end_to_end() {
     let (sandbox, container) = (report.sandbox_id.clone(), report.container_id.clone());
 
     let client = Client::new(&agent.url(), None, DEFAULT_TIMEOUT).expect("client");
-    let by_name = TraceQuery {
-        pod: PodSelector::parse_name("e2e/web").expect("selector"),
-        start_us: None,
-        end_us: None,
-        limit: None,
-    };
-    let complete = |spans: &[&Span]| {
-        let count = |name: &str, id: &str| {
-            spans
-                .iter()
-                .filter(|s| {
-                    s.operation_name == name && tag(s, "container.id").as_deref() == Some(id)
-                })
-                .count()
-        };
-        spans
-            .iter()
-            .filter(|s| s.operation_name == "RemovePodSandbox")
-            .count()
-            == 1
-            && count("runc delete", &sandbox) >= 2
-            && count("runc delete", &container) >= 2
-            && count("container process", &sandbox) == 1
-            && count("container process", &container) == 1
-            && count("exec process", &container) == 1
-    };
-    let traces = traces_until(&client, &by_name, complete).await;
+    let by_pod_name = by_name("e2e", "web");
+    let traces = spans_until(
+        &client,
+        &by_pod_name,
+        SPANS_TIMEOUT,
+        lifecycle_complete(&report),
+    )
+    .await;
     assert_eq!(traces.len(), 1, "one pod, one trace");
     let spans: Vec<&Span> = traces[0].spans.iter().collect();
 
     // Every span carries the pod, the node and the container it was for.
     let uid = report.pod.uid.clone();
     for span in &spans {
+        assert_pod(span, &report.pod);
         let what = format!("{} of {:?}", span.operation_name, tag(span, "container.id"));
-        assert_eq!(
-            tag(span, "k8s.pod.uid").as_deref(),
-            Some(uid.as_str()),
-            "{what}"
-        );
-        assert_eq!(
-            tag(span, "k8s.namespace.name").as_deref(),
-            Some("e2e"),
-            "{what}"
-        );
-        assert_eq!(tag(span, "k8s.pod.name").as_deref(), Some("web"), "{what}");
         if tag(span, "rpc.method").is_some() {
             continue; // CRI spans: checked below, per method.
         }
@@ -495,55 +302,8 @@ async fn a_pod_lifecycle_is_traced_end_to_end() {
     );
 
     // Every CRI call is a span inside the window the client measured, with the pod on it.
-    let cri_calls = [
-        CriCall::RunPodSandbox,
-        CriCall::CreateContainer,
-        CriCall::StartContainer,
-        CriCall::ExecSync,
-        CriCall::StopContainer,
-        CriCall::RemoveContainer,
-        CriCall::StopPodSandbox,
-        CriCall::RemovePodSandbox,
-    ];
-    for call in cri_calls {
-        let method = call.method();
-        let span = spans
-            .iter()
-            .copied()
-            .find(|s| s.operation_name == method)
-            .unwrap_or_else(|| panic!("no {method} span; spans:\n{}", describe(&spans)));
-        assert_inside(span, window(&report, call), method);
-        assert_eq!(tag(span, "rpc.method").as_deref(), Some(method));
-        assert_eq!(tag(span, "rpc.system").as_deref(), Some("grpc"));
-        let process = span.process.as_ref().expect("process");
-        assert_eq!(process.service_name, "containerd", "{method}");
-        assert!(span.references.is_empty(), "{method} is a root span");
-        match call {
-            CriCall::RunPodSandbox | CriCall::StopPodSandbox | CriCall::RemovePodSandbox => {
-                assert_eq!(
-                    tag(span, "k8s.pod.sandbox.id").as_deref(),
-                    Some(sandbox.as_str()),
-                    "{method}"
-                );
-            }
-            _ => {
-                assert_eq!(
-                    tag(span, "container.id").as_deref(),
-                    Some(container.as_str()),
-                    "{method}"
-                );
-                assert_eq!(
-                    tag(span, "k8s.container.name").as_deref(),
-                    Some("main"),
-                    "{method}"
-                );
-                assert_eq!(
-                    tag(span, "container.image.name").as_deref(),
-                    Some(report.image.as_str()),
-                    "{method}"
-                );
-            }
-        }
+    for call in LIFECYCLE_CALLS {
+        assert_lifecycle_call(&spans, &report, call);
     }
     assert!(
         !spans.iter().any(|s| s.operation_name == "ContainerStatus"),
@@ -559,18 +319,8 @@ async fn a_pod_lifecycle_is_traced_end_to_end() {
             .map(|s| s.operation_name.clone())
     };
     for span in &spans {
-        let expected = match (
-            span.operation_name.as_str(),
-            tag(span, "nodetrace.container.type").as_deref(),
-        ) {
-            ("runc create" | "runc start", Some("sandbox")) => "RunPodSandbox",
-            ("runc create" | "runc start", _) => "StartContainer",
-            ("runc kill" | "runc delete", Some("sandbox")) => "StopPodSandbox",
-            ("runc kill" | "runc delete", _) => "StopContainer",
-            ("runc exec" | "exec process", _) => "ExecSync",
-            ("container process", Some("sandbox")) => "RunPodSandbox",
-            ("container process", _) => "StartContainer",
-            _ => continue,
+        let Some(expected) = expected_parent(span) else {
+            continue;
         };
         assert_eq!(
             parent_of(span).as_deref(),
@@ -584,7 +334,7 @@ async fn a_pod_lifecycle_is_traced_end_to_end() {
     // The same spans by pod UID.
     let by_uid = TraceQuery {
         pod: PodSelector::parse_uid(&uid).expect("selector"),
-        ..by_name.clone()
+        ..by_pod_name.clone()
     };
     let by_uid = client.traces(&by_uid).await.expect("query by uid");
     let ids = |traces: &[Trace]| {
@@ -641,7 +391,7 @@ async fn a_pod_lifecycle_is_traced_end_to_end() {
     }
 
     // The agent's own metrics moved with the work it did.
-    let after = scrape(&agent).await;
+    let after = agent.scrape().await;
     let moved = |series: &str| {
         let (b, a) = (
             metric(&before, series).unwrap_or(0.0),
@@ -673,7 +423,7 @@ async fn a_pod_lifecycle_is_traced_end_to_end() {
         Some(0.0)
     );
 
-    agent.stop().await;
+    agent.stop(Duration::from_secs(15)).await;
     let teardown = testbed.stop().expect("the testbed leaves nothing behind");
     eprintln!("teardown: {teardown:?}");
 }

@@ -15,29 +15,31 @@
 //!
 //! Needs root; skips with a reason otherwise.
 
-use clap::Parser;
+mod common;
+
+use common::{
+    Agent, LIFECYCLE_CALLS, Ready, Readyz, Step, assert_cri_span, assert_lifecycle_call,
+    assert_pod, by_name, component_detail, component_ready, count, describe, end, expected_parent,
+    lifecycle_complete, metric, only, short, skipped_unless_root, spans_until, tag, window,
+};
 use nodetrace::{
     api::{
-        PodSelector,
-        client::{Client, DEFAULT_TIMEOUT, TraceQuery},
-        format::jaeger_model::{Span, Trace},
+        client::{Client, DEFAULT_TIMEOUT},
+        format::jaeger_model::Span,
     },
-    cli::{AgentArgs, Cli, Command},
+    ebpf::VMLINUX_BTF,
     model::{self, SpanStatus, keys},
     store::{Store, StoreConfig},
 };
 use nodetrace_testbed::{
-    CallWindow, ContainerdOptions, CriCall, CriError, LifecycleReport, Registry, Testbed,
+    CallWindow, ContainerdOptions, CriCall, CriError, Registry, Testbed,
     cri::{ContainerSpec, PodIdentity, container_config, host_network_sandbox_config},
     lifecycle::DEFAULT_CONTAINER_COMMAND,
 };
 use std::{
-    io::Write,
-    net::SocketAddr,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
-use tokio::sync::oneshot;
 
 /// Namespace of the test's pods.
 const NAMESPACE: &str = "e2e-cri";
@@ -58,221 +60,50 @@ const UPGRADE_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long the uprobes on a replaced binary may take to go away (detached in the background).
 const OLD_PROBES_TIMEOUT: Duration = Duration::from_secs(15);
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+/// How long the agent may take to attach its CRI uprobes when it starts.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the agent may take to stop (detaching the CRI uprobes).
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Whether `/readyz` reports the `cri` component (the CRI uprobes) ready.
+fn cri_ready(readyz: &Readyz) -> bool {
+    component_ready(readyz, "cri")
 }
 
-/// Names the step the test is in; a panic while it is alive says which step failed.
-struct Step {
-    name: String,
-}
-
-impl Step {
-    fn start(started: Instant, name: &str) -> Self {
-        eprintln!("[{:>6.2?}] step: {name}", started.elapsed());
-        Self {
-            name: name.to_owned(),
-        }
-    }
-}
-
-impl Drop for Step {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            // Straight to stderr: the harness shows it next to the panic message.
-            let _ = writeln!(std::io::stderr(), "FAILED in step: {}", self.name);
-        }
-    }
-}
-
-/// The agent, running in this process on its own tasks.
-struct Agent {
-    addr: SocketAddr,
-    data_dir: PathBuf,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl Agent {
-    async fn start(data_dir: &Path, cri_socket: &Path) -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-        let addr = listener.local_addr().expect("local addr");
-        drop(listener);
-        // Parsed like the command line, so options added later keep their defaults here.
-        let argv = [
-            "nodetrace".to_owned(),
-            "agent".to_owned(),
-            format!("--listen={addr}"),
-            format!("--data-dir={}", data_dir.display()),
-            "--node-name=e2e-node".to_owned(),
-            "--retention=1h".to_owned(),
-            format!("--max-store-mib={STORE_MIB}"),
-            format!("--cri-socket={}", cri_socket.display()),
-            format!("--btf={}", nodetrace::ebpf::VMLINUX_BTF),
-        ];
-        let args: AgentArgs = match Cli::try_parse_from(&argv).expect("agent arguments").command {
-            Command::Agent(args) => args,
-            other => panic!("not the agent command: {other:?}"),
-        };
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(nodetrace::daemon::run_until(args, async move {
-            let _ = stopped.await;
-        }));
-        let agent = Self {
-            addr,
-            data_dir: data_dir.to_owned(),
-            stop: Some(stop),
-            task,
-        };
-        agent.wait_cri_ready(Duration::from_secs(30)).await;
-        agent
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// `/readyz`: its status code and body.
-    async fn readyz(&self) -> Option<(u16, serde_json::Value)> {
-        let response = reqwest::get(format!("{}/readyz", self.url())).await.ok()?;
-        let status = response.status().as_u16();
-        let body = response.text().await.ok()?;
-        Some((status, serde_json::from_str(&body).ok()?))
-    }
-
-    /// Whether `/readyz` reports the `cri` component (the CRI uprobes) ready.
-    fn cri_ready(readyz: &Option<(u16, serde_json::Value)>) -> bool {
-        readyz
-            .as_ref()
-            .is_some_and(|(_, body)| body["components"]["cri"]["state"] == "ready")
-    }
-
-    /// `/readyz`'s detail of the `cri` component, e.g. `66 uprobes on /usr/bin/containerd
-    /// (containerd, 19 handlers)`.
-    fn cri_detail(readyz: &Option<(u16, serde_json::Value)>) -> Option<&str> {
-        readyz.as_ref()?.1["components"]["cri"]["detail"].as_str()
-    }
-
-    /// Waits until `/readyz` reports the `cri` component ready with its uprobes on `binary`,
-    /// and answers how many (from the detail) and each detail seen on the way with when it was
-    /// first seen, measured from `since`.
-    async fn wait_cri_on(
-        &self,
-        binary: &Path,
-        since: Instant,
-        timeout: Duration,
-    ) -> (usize, Vec<(Duration, String)>) {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let on = format!(" uprobes on {} (", binary.display());
-        let mut seen: Vec<(Duration, String)> = Vec::new();
-        loop {
-            let answer = self.readyz().await;
-            let detail = Self::cri_detail(&answer);
+/// Waits until `/readyz` reports the `cri` component ready with its uprobes on `binary`, and
+/// answers how many (from the detail) and each detail seen on the way with when it was first
+/// seen, measured from `since`.
+async fn wait_cri_on(
+    agent: &Agent,
+    binary: &Path,
+    since: Instant,
+    timeout: Duration,
+) -> (usize, Vec<(Duration, String)>) {
+    let on = format!(" uprobes on {} (", binary.display());
+    let mut seen: Vec<(Duration, String)> = Vec::new();
+    let count = agent
+        .wait_readyz(timeout, |answer| {
+            let detail = component_detail(answer, "cri");
             if let Some(detail) = detail
                 && seen.last().map(|(_, d)| d.as_str()) != Some(detail)
             {
                 seen.push((since.elapsed(), detail.to_owned()));
             }
-            if Self::cri_ready(&answer)
+            if cri_ready(answer)
                 && let Some((count, _)) = detail.and_then(|d| d.split_once(&on))
             {
                 let count = count
                     .parse()
                     .unwrap_or_else(|e| panic!("uprobe count in the cri detail {detail:?}: {e}"));
-                return (count, seen);
+                return Ok(count);
             }
-            assert!(
-                !self.task.is_finished(),
-                "the agent stopped; last /readyz: {answer:?}"
-            );
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the agent did not report its CRI uprobes ready on {} within {timeout:?} \
-                 (details seen: {seen:?}); last /readyz: {answer:?}",
+            Err(format!(
+                "the agent did not report its CRI uprobes ready on {} (details seen: {seen:?})",
                 binary.display()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// The value of `series` in `/metrics`, written as there, labels included (e.g.
-    /// `nodetrace_probes_attached{kind="uprobe"}`).
-    async fn metric(&self, series: &str) -> Option<f64> {
-        let text = reqwest::get(format!("{}/metrics", self.url()))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        text.lines().find_map(|line| {
-            let value = line.strip_prefix(series)?.strip_prefix(' ')?;
-            value.trim().parse().ok()
+            ))
         })
-    }
-
-    /// Waits until `/readyz` reports the `cri` component ready (the CRI uprobes are attached).
-    async fn wait_cri_ready(&self, timeout: Duration) {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let answer = self.readyz().await;
-            if Self::cri_ready(&answer) {
-                return;
-            }
-            assert!(
-                !self.task.is_finished(),
-                "the agent stopped; last /readyz: {answer:?}"
-            );
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the agent's CRI probes were not ready within {timeout:?}; last /readyz: {answer:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(30), &mut self.task)
-            .await
-            .expect("the agent stops within 30 s")
-            .expect("agent task")
-            .expect("agent ran without error");
-    }
-}
-
-fn tag(span: &Span, key: &str) -> Option<String> {
-    span.tag(key).map(|t| t.value_string())
-}
-
-fn describe(spans: &[&Span]) -> String {
-    spans
-        .iter()
-        .map(|s| {
-            let tags: Vec<String> = s
-                .tags
-                .iter()
-                .filter(|t| {
-                    !matches!(
-                        t.key.as_str(),
-                        "process.command_args" | "k8s.node.name" | "rpc.system"
-                    )
-                })
-                .map(|t| format!("{}={}", t.key, t.value_string()))
-                .collect();
-            format!(
-                "  {} start={} dur={} parent={:?} [{}]",
-                s.operation_name,
-                s.start_unix_ns,
-                s.duration_ns,
-                s.parent_span_id(),
-                tags.join(" ")
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+        .await;
+    (count, seen)
 }
 
 /// The uprobes this process (the agent runs in it) holds, by file, as the kernel reports its
@@ -336,131 +167,12 @@ fn kernel_uprobes() -> Option<std::collections::BTreeMap<String, usize>> {
     (links > 0 && !by_file.is_empty()).then_some(by_file)
 }
 
-fn end(span: &Span) -> u64 {
-    span.start_unix_ns + span.duration_ns as u64
-}
-
-fn assert_inside(span: &Span, call: CallWindow, what: &str) {
-    assert!(
-        call.encloses(span.start_unix_ns, end(span)),
-        "{what}: span [{}, {}] is not inside the window the client measured [{}, {}]",
-        span.start_unix_ns,
-        end(span),
-        call.start_unix_ns,
-        call.end_unix_ns
-    );
-}
-
-fn by_name(name: &str) -> TraceQuery {
-    TraceQuery {
-        pod: PodSelector::parse_name(&format!("{NAMESPACE}/{name}")).expect("selector"),
-        start_us: None,
-        end_us: None,
-        limit: None,
-    }
-}
-
-/// Polls the agent until `done` accepts the pod's spans.
-async fn spans_until(
-    client: &Client,
-    query: &TraceQuery,
-    done: impl Fn(&[&Span]) -> bool,
-) -> Vec<Trace> {
-    let deadline = tokio::time::Instant::now() + SPANS_TIMEOUT;
-    loop {
-        let traces = client.traces(query).await.expect("query the agent");
-        let spans: Vec<&Span> = traces.iter().flat_map(|t| &t.spans).collect();
-        if done(&spans) {
-            return traces;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the expected spans of {:?} did not arrive within {SPANS_TIMEOUT:?}; got:\n{}",
-            query.pod,
-            describe(&spans)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn count(spans: &[&Span], name: &str) -> usize {
-    spans.iter().filter(|s| s.operation_name == name).count()
-}
-
-fn only<'a>(spans: &[&'a Span], name: &str) -> &'a Span {
-    let found: Vec<&Span> = spans
-        .iter()
-        .copied()
-        .filter(|s| s.operation_name == name)
-        .collect();
-    match found.as_slice() {
-        [span] => span,
-        _ => panic!(
-            "expected one `{name}` span, got {}; spans:\n{}",
-            found.len(),
-            describe(spans)
-        ),
-    }
-}
-
-/// The checks every CRI span shares: method, service, a root span inside the call's window.
-fn assert_cri_span(span: &Span, method: &str, window: CallWindow) {
-    assert_eq!(tag(span, "rpc.method").as_deref(), Some(method));
-    assert_eq!(tag(span, "rpc.system").as_deref(), Some("grpc"), "{method}");
-    let process = span.process.as_ref().expect("process");
-    assert_eq!(process.service_name, "containerd", "{method}");
-    assert!(span.references.is_empty(), "{method} is a root span");
-    assert_inside(span, window, method);
-}
-
-fn assert_pod(span: &Span, pod: &PodIdentity) {
-    let what = format!("{} of {:?}", span.operation_name, tag(span, "container.id"));
-    assert_eq!(
-        tag(span, "k8s.pod.uid").as_deref(),
-        Some(pod.uid.as_str()),
-        "{what}"
-    );
-    assert_eq!(
-        tag(span, "k8s.namespace.name").as_deref(),
-        Some(pod.namespace.as_str()),
-        "{what}"
-    );
-    assert_eq!(
-        tag(span, "k8s.pod.name").as_deref(),
-        Some(pod.name.as_str()),
-        "{what}"
-    );
-}
-
-fn window(report: &LifecycleReport, call: CriCall) -> CallWindow {
-    report
-        .window(call)
-        .unwrap_or_else(|| panic!("{call:?} was not called"))
-}
-
-/// The runc and process spans of a lifecycle and the CRI call each must hang under.
-fn expected_parent(span: &Span) -> Option<&'static str> {
-    let sandbox = tag(span, "nodetrace.container.type").as_deref() == Some("sandbox");
-    Some(match (span.operation_name.as_str(), sandbox) {
-        ("runc create" | "runc start", true) => "RunPodSandbox",
-        ("runc create" | "runc start", false) => "StartContainer",
-        ("runc kill" | "runc delete", true) => "StopPodSandbox",
-        ("runc kill" | "runc delete", false) => "StopContainer",
-        ("runc exec" | "exec process", _) => "ExecSync",
-        ("container process", true) => "RunPodSandbox",
-        ("container process", false) => "StartContainer",
-        _ => return None,
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cri_calls_are_traced_through_pull_failure_and_restart() {
-    if !is_root() {
-        let _ = writeln!(
-            std::io::stderr(),
-            "cri_calls_are_traced_through_pull_failure_and_restart: skipped: needs root \
-             (eBPF uprobes, a private containerd with runc, a registry)"
-        );
+    if skipped_unless_root(
+        "cri_calls_are_traced_through_pull_failure_and_restart",
+        "eBPF uprobes, a private containerd with runc, a registry",
+    ) {
         return;
     }
     let started = Instant::now();
@@ -485,6 +197,16 @@ async fn cri_calls_are_traced_through_pull_failure_and_restart() {
     let agent = Agent::start(
         &work.path().join("agent-data"),
         testbed.containerd().socket(),
+        [
+            "--node-name=e2e-node".to_owned(),
+            "--retention=1h".to_owned(),
+            format!("--max-store-mib={STORE_MIB}"),
+            format!("--btf={VMLINUX_BTF}"),
+        ],
+        Ready::Components {
+            names: &["cri"],
+            within: READY_TIMEOUT,
+        },
     )
     .await;
     let client = Client::new(&agent.url(), None, DEFAULT_TIMEOUT).expect("client");
@@ -569,9 +291,12 @@ async fn cri_calls_are_traced_through_pull_failure_and_restart() {
         .await
         .expect("RemovePodSandbox of the broken pod")
         .window;
-    let traces = spans_until(&client, &by_name("broken"), |spans| {
-        count(spans, "RemovePodSandbox") == 1 && count(spans, "CreateContainer") == 1
-    })
+    let traces = spans_until(
+        &client,
+        &by_name(NAMESPACE, "broken"),
+        SPANS_TIMEOUT,
+        |spans| count(spans, "RemovePodSandbox") == 1 && count(spans, "CreateContainer") == 1,
+    )
     .await;
     let spans: Vec<&Span> = traces.iter().flat_map(|t| &t.spans).collect();
     for span in &spans {
@@ -648,13 +373,18 @@ async fn cri_calls_are_traced_through_pull_failure_and_restart() {
     // below are traced at once. If the agent's watcher happened to poll while containerd was
     // down, it dropped its probes: /readyz says so until it re-attached (within a poll or two).
     let readyz = agent.readyz().await;
-    if Agent::cri_ready(&readyz) {
+    if cri_ready(&readyz) {
         eprintln!("  /readyz right after the restart: cri ready");
     } else {
         eprintln!(
             "  AGENT: the watcher saw containerd down and detached its CRI probes; /readyz: {readyz:?}"
         );
-        agent.wait_cri_ready(REATTACH_TIMEOUT).await;
+        agent
+            .wait_ready(Ready::Components {
+                names: &["cri"],
+                within: REATTACH_TIMEOUT,
+            })
+            .await;
     }
 
     let cri = testbed.cri().clone();
@@ -665,69 +395,26 @@ async fn cri_calls_are_traced_through_pull_failure_and_restart() {
         .await
         .expect("pod lifecycle after the restart");
     let (sandbox, container) = (report.sandbox_id.clone(), report.container_id.clone());
-    let cri_calls = [
-        CriCall::RunPodSandbox,
-        CriCall::CreateContainer,
-        CriCall::StartContainer,
-        CriCall::ExecSync,
-        CriCall::StopContainer,
-        CriCall::RemoveContainer,
-        CriCall::StopPodSandbox,
-        CriCall::RemovePodSandbox,
-    ];
-    let traces = spans_until(&client, &by_name("after-restart"), |spans| {
-        let of = |name: &str, id: &str| {
-            spans
+    let complete = lifecycle_complete(&report);
+    let traces = spans_until(
+        &client,
+        &by_name(NAMESPACE, "after-restart"),
+        SPANS_TIMEOUT,
+        |spans| {
+            LIFECYCLE_CALLS
                 .iter()
-                .filter(|s| {
-                    s.operation_name == name && tag(s, "container.id").as_deref() == Some(id)
-                })
-                .count()
-        };
-        cri_calls.iter().all(|c| count(spans, c.method()) >= 1)
-            && of("runc delete", &sandbox) >= 2
-            && of("runc delete", &container) >= 2
-            && of("container process", &sandbox) == 1
-            && of("container process", &container) == 1
-            && of("exec process", &container) == 1
-    })
+                .all(|c| count(spans, c.method()) >= 1)
+                && complete(spans)
+        },
+    )
     .await;
     assert_eq!(traces.len(), 1, "one pod, one trace");
     let spans: Vec<&Span> = traces[0].spans.iter().collect();
     for span in &spans {
         assert_pod(span, &pod);
     }
-    for call in cri_calls {
-        let method = call.method();
-        let span = only(&spans, method);
-        assert_cri_span(span, method, window(&report, call));
-        assert_eq!(tag(span, "error"), None, "{method} succeeded");
-        match call {
-            CriCall::RunPodSandbox | CriCall::StopPodSandbox | CriCall::RemovePodSandbox => {
-                assert_eq!(
-                    tag(span, "k8s.pod.sandbox.id").as_deref(),
-                    Some(sandbox.as_str()),
-                    "{method}"
-                );
-            }
-            _ => {
-                assert_eq!(
-                    tag(span, "container.id").as_deref(),
-                    Some(container.as_str()),
-                    "{method}"
-                );
-                assert_eq!(
-                    tag(span, "k8s.container.name").as_deref(),
-                    Some("main"),
-                    "{method}"
-                );
-                assert_eq!(
-                    tag(span, "container.image.name").as_deref(),
-                    Some(report.image.as_str()),
-                    "{method}"
-                );
-            }
-        }
+    for call in LIFECYCLE_CALLS {
+        assert_lifecycle_call(&spans, &report, call);
     }
     let runc_spans: Vec<&Span> = spans
         .iter()
@@ -753,7 +440,7 @@ async fn cri_calls_are_traced_through_pull_failure_and_restart() {
     );
     let readyz = agent.readyz().await;
     assert!(
-        Agent::cri_ready(&readyz),
+        cri_ready(&readyz),
         "/readyz after the lifecycle: {readyz:?}"
     );
     drop(step);
@@ -768,7 +455,7 @@ async fn cri_calls_are_traced_through_pull_failure_and_restart() {
         let what = format!(
             "{} of {:?}",
             span.operation_name,
-            tag(span, "container.id").map(|id| id[..12.min(id.len())].to_owned())
+            tag(span, "container.id").as_deref().map(short)
         );
         if span.operation_name.starts_with("runc ") {
             let parent = parent(span).unwrap_or_else(|| {
@@ -853,9 +540,7 @@ async fn cri_calls_are_traced_through_pull_failure_and_restart() {
         let pid = testbed.containerd().pid().expect("containerd runs");
         let exe = std::fs::read_link(format!("/proc/{pid}/exe")).expect("containerd's exe");
         assert_eq!(&exe, copy, "containerd {pid} runs from the copy");
-        let (uprobes, details) = agent
-            .wait_cri_on(copy, upgrade_started, UPGRADE_TIMEOUT)
-            .await;
+        let (uprobes, details) = wait_cri_on(&agent, copy, upgrade_started, UPGRADE_TIMEOUT).await;
         let reattached = upgrade_started.elapsed();
         last_reattach = Instant::now();
         eprintln!(
@@ -868,9 +553,10 @@ async fn cri_calls_are_traced_through_pull_failure_and_restart() {
             eprintln!("    {at:>12.2?}  {detail}");
         }
         assert!(uprobes > 0, "uprobes on {}: {details:?}", copy.display());
-        let metric = agent
-            .metric(r#"nodetrace_probes_attached{kind="uprobe"}"#)
-            .await;
+        let metric = metric(
+            &agent.scrape().await,
+            r#"nodetrace_probes_attached{kind="uprobe"}"#,
+        );
         assert_eq!(
             metric,
             Some(uprobes as f64),
@@ -899,12 +585,14 @@ async fn cri_calls_are_traced_through_pull_failure_and_restart() {
             )
         });
         let lifecycle_done = upgrade_started.elapsed();
-        let traces = spans_until(&client, &by_name(name), |spans| {
-            cri_calls.iter().all(|c| count(spans, c.method()) >= 1)
+        let traces = spans_until(&client, &by_name(NAMESPACE, name), SPANS_TIMEOUT, |spans| {
+            LIFECYCLE_CALLS
+                .iter()
+                .all(|c| count(spans, c.method()) >= 1)
         })
         .await;
         let spans: Vec<&Span> = traces.iter().flat_map(|t| &t.spans).collect();
-        for call in cri_calls {
+        for call in LIFECYCLE_CALLS {
             let method = call.method();
             let span = only(&spans, method);
             assert_cri_span(span, method, window(&report, call));
@@ -913,7 +601,7 @@ async fn cri_calls_are_traced_through_pull_failure_and_restart() {
         }
         eprintln!(
             "  {name}: lifecycle done after {lifecycle_done:?}, its {} CRI spans after {:?}",
-            cri_calls.len(),
+            LIFECYCLE_CALLS.len(),
             upgrade_started.elapsed()
         );
     }
@@ -944,16 +632,13 @@ async fn cri_calls_are_traced_through_pull_failure_and_restart() {
         },
     }
     let readyz = agent.readyz().await;
-    assert!(
-        Agent::cri_ready(&readyz),
-        "/readyz after the upgrade: {readyz:?}"
-    );
+    assert!(cri_ready(&readyz), "/readyz after the upgrade: {readyz:?}");
     drop(step);
 
     // Stop the agent; its store then tells the PullImage span of step 1.
     let step = Step::start(started, "stop the agent");
     let data_dir = agent.data_dir.clone();
-    agent.stop().await;
+    agent.stop(STOP_TIMEOUT).await;
     drop(step);
 
     let step = Step::start(

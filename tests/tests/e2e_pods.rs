@@ -21,17 +21,18 @@
 //!
 //! Needs root; skips with a reason otherwise.
 
-use clap::Parser;
-use nodetrace::{
-    api::{
-        PodSelector,
-        client::{Client, DEFAULT_TIMEOUT, TraceQuery},
-        format::jaeger_model::{Span, Trace, TracesResponse},
-    },
-    cli::{AgentArgs, Cli, Command},
+mod common;
+
+use common::{
+    Agent, Ready, Step, by_name, count, count_of, describe, lifecycle_complete, otlp_spans, short,
+    skipped_unless_root, spans_until, tag,
+};
+use nodetrace::api::{
+    client::{Client, DEFAULT_TIMEOUT},
+    format::jaeger_model::{Span, Trace, TracesResponse},
 };
 use nodetrace_testbed::{
-    LifecycleReport, Testbed,
+    Testbed,
     cri::{ContainerSpec, PodIdentity, container_config, host_network_sandbox_config},
     fake_apiserver::{
         FakeApiServer,
@@ -45,11 +46,8 @@ use serde_json::Value;
 use std::{
     collections::{BTreeMap, BTreeSet},
     io::Write,
-    net::SocketAddr,
-    path::Path,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
-use tokio::sync::oneshot;
 
 /// Namespace of the test's pods.
 const NAMESPACE: &str = "e2e-pods";
@@ -69,137 +67,22 @@ const SYNTHESIZED: &str = "nodetrace.synthesized";
 /// The attempt attribute.
 const ATTEMPT: &str = "nodetrace.cri.attempt";
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
+/// How long the agent may take to attach its CRI uprobes and connect its pod watcher.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the agent may take to stop (detaching the CRI uprobes).
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Names the step the test is in; a panic while it is alive says which step failed.
-struct Step {
-    name: String,
-}
-
-impl Step {
-    fn start(started: Instant, name: &str) -> Self {
-        eprintln!("[{:>6.2?}] step: {name}", started.elapsed());
-        Self {
-            name: name.to_owned(),
-        }
-    }
-}
-
-impl Drop for Step {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            // Straight to stderr: the harness shows it next to the panic message.
-            let _ = writeln!(std::io::stderr(), "FAILED in step: {}", self.name);
-        }
-    }
-}
-
-/// The agent, running in this process on its own tasks.
-struct Agent {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl Agent {
-    async fn start(data_dir: &Path, cri_socket: &Path, kubeconfig: &Path) -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-        let addr = listener.local_addr().expect("local addr");
-        drop(listener);
-        // Parsed like the command line, so options added later keep their defaults here.
-        let argv = [
-            "nodetrace".to_owned(),
-            "agent".to_owned(),
-            format!("--listen={addr}"),
-            format!("--data-dir={}", data_dir.display()),
-            format!("--node-name={NODE}"),
-            format!("--kubeconfig={}", kubeconfig.display()),
-            "--retention=1h".to_owned(),
-            "--max-store-mib=64".to_owned(),
-            format!("--cri-socket={}", cri_socket.display()),
-            format!("--btf={}", nodetrace::ebpf::VMLINUX_BTF),
-        ];
-        let args: AgentArgs = match Cli::try_parse_from(&argv).expect("agent arguments").command {
-            Command::Agent(args) => args,
-            other => panic!("not the agent command: {other:?}"),
-        };
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(nodetrace::daemon::run_until(args, async move {
-            let _ = stopped.await;
-        }));
-        let agent = Self {
-            addr,
-            stop: Some(stop),
-            task,
-        };
-        agent.wait_ready(Duration::from_secs(30)).await;
-        agent
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// `/readyz`: its status code and body.
-    async fn readyz(&self) -> Option<(u16, Value)> {
-        let response = reqwest::get(format!("{}/readyz", self.url())).await.ok()?;
-        let status = response.status().as_u16();
-        let body = response.text().await.ok()?;
-        Some((status, serde_json::from_str(&body).ok()?))
-    }
-
-    /// Waits until `/readyz` reports the CRI uprobes attached and the pod watcher connected.
-    async fn wait_ready(&self, timeout: Duration) {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let answer = self.readyz().await;
-            let ready = |component: &str| {
-                answer
-                    .as_ref()
-                    .is_some_and(|(_, body)| body["components"][component]["state"] == "ready")
-            };
-            if ready("cri") && ready("kube") {
-                return;
-            }
-            assert!(
-                !self.task.is_finished(),
-                "the agent stopped; last /readyz: {answer:?}"
-            );
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the agent's CRI probes and pod watcher were not ready within {timeout:?}; \
-                 last /readyz: {answer:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// `GET /api/traces` for `ns/name` in `format`, as JSON.
-    async fn traces_json(&self, name: &str, format: &str) -> Value {
-        let url = format!(
-            "{}/api/traces?pod={NAMESPACE}/{name}&format={format}",
-            self.url()
-        );
-        let response = reqwest::get(&url).await.expect("GET /api/traces");
-        let status = response.status();
-        let body = response.text().await.expect("the answer's body");
-        assert!(status.is_success(), "{url} answered {status}: {body}");
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{url}: not JSON ({e}): {body}"))
-    }
-
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(30), &mut self.task)
-            .await
-            .expect("the agent stops within 30 s")
-            .expect("agent task")
-            .expect("agent ran without error");
-    }
+/// `GET /api/traces` for `ns/name` in `format`, as JSON.
+async fn traces_json(agent: &Agent, name: &str, format: &str) -> Value {
+    let url = format!(
+        "{}/api/traces?pod={NAMESPACE}/{name}&format={format}",
+        agent.url()
+    );
+    let response = reqwest::get(&url).await.expect("GET /api/traces");
+    let status = response.status();
+    let body = response.text().await.expect("the answer's body");
+    assert!(status.is_success(), "{url} answered {status}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{url}: not JSON ({e}): {body}"))
 }
 
 /// The pod object the API server holds for a CRI pod: same namespace, name and UID, on the
@@ -249,118 +132,6 @@ async fn register(server: &FakeApiServer, pod: Pod) {
     server.wait_for_delivery().await;
     // The event is on the agent's connection; give its watcher a moment to apply it.
     tokio::time::sleep(Duration::from_millis(300)).await;
-}
-
-fn tag(span: &Span, key: &str) -> Option<String> {
-    span.tag(key).map(|t| t.value_string())
-}
-
-fn short(id: &str) -> &str {
-    &id[..12.min(id.len())]
-}
-
-fn describe(spans: &[&Span]) -> String {
-    spans
-        .iter()
-        .map(|s| {
-            let tags: Vec<String> = s
-                .tags
-                .iter()
-                .filter(|t| {
-                    !matches!(
-                        t.key.as_str(),
-                        "process.command_args"
-                            | "rpc.system"
-                            | "rpc.service"
-                            | "k8s.pod.uid"
-                            | "k8s.pod.name"
-                            | "k8s.namespace.name"
-                            | "container.runtime"
-                            | "process.executable.path"
-                            | "resource"
-                            | "namespace"
-                            | "name"
-                            | "node"
-                    )
-                })
-                .map(|t| {
-                    let value = t.value_string();
-                    if t.key.ends_with(".id") {
-                        format!("{}={}", t.key, short(&value))
-                    } else {
-                        format!("{}={value}", t.key)
-                    }
-                })
-                .collect();
-            format!(
-                "  {} id={} trace={} parent={} [{}]",
-                s.operation_name,
-                s.span_id.to_hex(),
-                s.trace_id.to_hex(),
-                s.parent_span_id()
-                    .map_or_else(|| "-".to_owned(), |p| p.to_hex()),
-                tags.join(" ")
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn by_name(name: &str) -> TraceQuery {
-    TraceQuery {
-        pod: PodSelector::parse_name(&format!("{NAMESPACE}/{name}")).expect("selector"),
-        start_us: None,
-        end_us: None,
-        limit: None,
-    }
-}
-
-/// Polls the agent until `done` accepts the pod's spans.
-async fn spans_until(
-    client: &Client,
-    query: &TraceQuery,
-    done: impl Fn(&[&Span]) -> bool,
-) -> Vec<Trace> {
-    let deadline = tokio::time::Instant::now() + SPANS_TIMEOUT;
-    loop {
-        let traces = client.traces(query).await.expect("query the agent");
-        let spans: Vec<&Span> = traces.iter().flat_map(|t| &t.spans).collect();
-        if done(&spans) {
-            return traces;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the expected spans of {:?} did not arrive within {SPANS_TIMEOUT:?}; got:\n{}",
-            query.pod,
-            describe(&spans)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// How many `name` spans are about container (or sandbox) `id`.
-fn count_of(spans: &[&Span], name: &str, id: &str) -> usize {
-    spans
-        .iter()
-        .filter(|s| s.operation_name == name && tag(s, "container.id").as_deref() == Some(id))
-        .count()
-}
-
-fn count(spans: &[&Span], name: &str) -> usize {
-    spans.iter().filter(|s| s.operation_name == name).count()
-}
-
-/// Whether a whole [`PodLifecycle`](nodetrace_testbed::PodLifecycle) run has reached the store.
-fn lifecycle_complete(report: &LifecycleReport) -> impl Fn(&[&Span]) -> bool + '_ {
-    move |spans| {
-        let (sandbox, container) = (&report.sandbox_id, &report.container_id);
-        count(spans, "RemovePodSandbox") == 1
-            && count_of(spans, "runc delete", sandbox) >= 2
-            && count_of(spans, "runc delete", container) >= 2
-            && count_of(spans, "container process", sandbox) == 1
-            && count_of(spans, "container process", container) == 1
-            && count_of(spans, "exec process", container) == 1
-    }
 }
 
 /// The one trace of a pod, checked to be one.
@@ -476,27 +247,23 @@ fn jaeger_view(body: &Value) -> View {
 }
 
 fn otlp_view(body: &Value) -> View {
-    let mut view = View::new();
-    for resource in body["resourceSpans"].as_array().expect("resourceSpans") {
-        for scope in resource["scopeSpans"].as_array().expect("scopeSpans") {
-            for span in scope["spans"].as_array().expect("spans") {
-                let id = span["spanId"].as_str().expect("spanId").to_owned();
-                let synthesized = span["attributes"].as_array().is_some_and(|attributes| {
-                    attributes
-                        .iter()
-                        .any(|a| a["key"] == SYNTHESIZED && a["value"]["boolValue"] == true)
-                });
-                let view_span = SpanView {
-                    trace_id: span["traceId"].as_str().expect("traceId").to_owned(),
-                    name: span["name"].as_str().unwrap_or("").to_owned(),
-                    parent: span["parentSpanId"].as_str().map(str::to_owned),
-                    synthesized,
-                };
-                assert_eq!(view.insert(id.clone(), view_span), None, "span {id} twice");
-            }
-        }
-    }
-    view
+    otlp_spans(body)
+        .into_iter()
+        .map(|(id, (_, span))| {
+            let synthesized = span["attributes"].as_array().is_some_and(|attributes| {
+                attributes
+                    .iter()
+                    .any(|a| a["key"] == SYNTHESIZED && a["value"]["boolValue"] == true)
+            });
+            let view_span = SpanView {
+                trace_id: span["traceId"].as_str().expect("traceId").to_owned(),
+                name: span["name"].as_str().unwrap_or("").to_owned(),
+                parent: span["parentSpanId"].as_str().map(str::to_owned),
+                synthesized,
+            };
+            (id, view_span)
+        })
+        .collect()
 }
 
 fn describe_view(view: &View) -> String {
@@ -523,9 +290,9 @@ async fn check_formats(
     external_parent: Option<&str>,
 ) -> Vec<String> {
     let pod = format!("{NAMESPACE}/{name}");
-    let kelemetry = kelemetry_view(&agent.traces_json(name, "kelemetry").await);
-    let jaeger = jaeger_view(&agent.traces_json(name, "jaeger").await);
-    let otlp = otlp_view(&agent.traces_json(name, "otlp").await);
+    let kelemetry = kelemetry_view(&traces_json(agent, name, "kelemetry").await);
+    let jaeger = jaeger_view(&traces_json(agent, name, "jaeger").await);
+    let otlp = otlp_view(&traces_json(agent, name, "otlp").await);
     let mut problems = Vec::new();
     let dump = || {
         format!(
@@ -672,12 +439,10 @@ fn now_us() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pod_traces_carry_context_metadata_attempts_and_all_formats() {
-    if !is_root() {
-        let _ = writeln!(
-            std::io::stderr(),
-            "pod_traces_carry_context_metadata_attempts_and_all_formats: skipped: needs root \
-             (eBPF uprobes, a private containerd with runc)"
-        );
+    if skipped_unless_root(
+        "pod_traces_carry_context_metadata_attempts_and_all_formats",
+        "eBPF uprobes, a private containerd with runc",
+    ) {
         return;
     }
     let started = Instant::now();
@@ -698,7 +463,17 @@ async fn pod_traces_carry_context_metadata_attempts_and_all_formats() {
     let agent = Agent::start(
         &work.path().join("agent-data"),
         testbed.containerd().socket(),
-        &kubeconfig,
+        [
+            format!("--node-name={NODE}"),
+            format!("--kubeconfig={}", kubeconfig.display()),
+            "--retention=1h".to_owned(),
+            "--max-store-mib=64".to_owned(),
+            format!("--btf={}", nodetrace::ebpf::VMLINUX_BTF),
+        ],
+        Ready::Components {
+            names: &["cri", "kube"],
+            within: READY_TIMEOUT,
+        },
     )
     .await;
     apiserver.wait_for_open_watches(1).await;
@@ -738,7 +513,8 @@ async fn pod_traces_carry_context_metadata_attempts_and_all_formats() {
     let web_report = web.run(&cri).await.expect("the annotated pod's lifecycle");
     let traces = spans_until(
         &client,
-        &by_name(&web_pod.name),
+        &by_name(NAMESPACE, &web_pod.name),
+        SPANS_TIMEOUT,
         lifecycle_complete(&web_report),
     )
     .await;
@@ -832,7 +608,8 @@ async fn pod_traces_carry_context_metadata_attempts_and_all_formats() {
     let plain_report = plain.run(&cri).await.expect("the plain pod's lifecycle");
     let traces = spans_until(
         &client,
-        &by_name(&plain_pod.name),
+        &by_name(NAMESPACE, &plain_pod.name),
+        SPANS_TIMEOUT,
         lifecycle_complete(&plain_report),
     )
     .await;
@@ -924,16 +701,21 @@ async fn pod_traces_carry_context_metadata_attempts_and_all_formats() {
     cri.remove_pod_sandbox(&sandbox)
         .await
         .expect("RemovePodSandbox");
-    let traces = spans_until(&client, &by_name("crashy"), |spans| {
-        count(spans, "CreateContainer") == 2
-            && count(spans, "StartContainer") == 2
-            && count(spans, "RemovePodSandbox") == 1
-            && count_of(spans, "container process", &sandbox) == 1
-            && containers.iter().all(|id| {
-                count_of(spans, "container process", id) == 1
-                    && count_of(spans, "runc delete", id) >= 1
-            })
-    })
+    let traces = spans_until(
+        &client,
+        &by_name(NAMESPACE, "crashy"),
+        SPANS_TIMEOUT,
+        |spans| {
+            count(spans, "CreateContainer") == 2
+                && count(spans, "StartContainer") == 2
+                && count(spans, "RemovePodSandbox") == 1
+                && count_of(spans, "container process", &sandbox) == 1
+                && containers.iter().all(|id| {
+                    count_of(spans, "container process", id) == 1
+                        && count_of(spans, "runc delete", id) >= 1
+                })
+        },
+    )
     .await;
     let trace = one_trace(traces);
     let spans: Vec<&Span> = trace.spans.iter().collect();
@@ -1074,7 +856,10 @@ async fn pod_traces_carry_context_metadata_attempts_and_all_formats() {
     ];
     let mut counts = BTreeMap::new();
     for (pod, name) in &expected {
-        let traces = client.traces(&by_name(name)).await.expect("traces");
+        let traces = client
+            .traces(&by_name(NAMESPACE, name))
+            .await
+            .expect("traces");
         let spans: usize = traces.iter().map(|t| t.spans.len()).sum();
         counts.insert(pod.uid.clone(), spans as u64);
     }
@@ -1138,7 +923,7 @@ async fn pod_traces_carry_context_metadata_attempts_and_all_formats() {
     drop(step);
 
     let step = Step::start(started, "stop the agent");
-    agent.stop().await;
+    agent.stop(STOP_TIMEOUT).await;
     drop(apiserver);
     drop(step);
 

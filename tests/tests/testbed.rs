@@ -86,6 +86,34 @@ fn assert_nothing_left(work: &Path, containerd_pid: u32, pod_cgroups: &[String])
     }
 }
 
+/// Starts pod `nodetrace-test/name` with one busybox container `main` that sleeps for an hour;
+/// answers the pod, its sandbox id and its container id.
+async fn start_sleeping_pod(testbed: &Testbed, name: &str) -> (PodIdentity, String, String) {
+    let pod = PodIdentity::fresh("nodetrace-test", name);
+    let log_dir = pod.log_directory(testbed.containerd().pod_log_root());
+    std::fs::create_dir_all(log_dir.join("main")).expect("log dir");
+    let sandbox_config = host_network_sandbox_config(&pod, &log_dir);
+    let sandbox_id = testbed
+        .cri()
+        .run_pod_sandbox(&sandbox_config)
+        .await
+        .expect("RunPodSandbox")
+        .value;
+    let spec = ContainerSpec::new("main", BUSYBOX_IMAGE, &["sleep", "3600"]);
+    let container_id = testbed
+        .cri()
+        .create_container(&sandbox_id, &container_config(&pod, &spec), &sandbox_config)
+        .await
+        .expect("CreateContainer")
+        .value;
+    testbed
+        .cri()
+        .start_container(&container_id)
+        .await
+        .expect("StartContainer");
+    (pod, sandbox_id, container_id)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pod_lifecycle_on_private_containerd_then_nothing_left() {
     if skip_unless_root("pod_lifecycle_on_private_containerd_then_nothing_left") {
@@ -199,28 +227,7 @@ async fn pod_lifecycle_on_private_containerd_then_nothing_left() {
     }
 
     // A second pod stays up across a containerd restart and is left for teardown.
-    let pod = PodIdentity::fresh("nodetrace-test", "survivor");
-    let log_dir = pod.log_directory(testbed.containerd().pod_log_root());
-    std::fs::create_dir_all(log_dir.join("main")).expect("log dir");
-    let sandbox_config = host_network_sandbox_config(&pod, &log_dir);
-    let sandbox_id = testbed
-        .cri()
-        .run_pod_sandbox(&sandbox_config)
-        .await
-        .expect("RunPodSandbox")
-        .value;
-    let spec = ContainerSpec::new("main", BUSYBOX_IMAGE, &["sleep", "3600"]);
-    let container_id = testbed
-        .cri()
-        .create_container(&sandbox_id, &container_config(&pod, &spec), &sandbox_config)
-        .await
-        .expect("CreateContainer")
-        .value;
-    testbed
-        .cri()
-        .start_container(&container_id)
-        .await
-        .expect("StartContainer");
+    let (pod, sandbox_id, container_id) = start_sleeping_pod(&testbed, "survivor").await;
     let old_pid = testbed.containerd().pid().expect("containerd pid");
     let restart_started = Instant::now();
     testbed
@@ -266,28 +273,7 @@ async fn drop_after_containerd_was_killed_leaves_nothing() {
     let started = Instant::now();
     let testbed = Testbed::start(&work_dir()).await.expect("start testbed");
     let work = testbed.containerd().work_dir().to_path_buf();
-    let pod = PodIdentity::fresh("nodetrace-test", "orphan");
-    let log_dir = pod.log_directory(testbed.containerd().pod_log_root());
-    std::fs::create_dir_all(log_dir.join("main")).expect("log dir");
-    let sandbox_config = host_network_sandbox_config(&pod, &log_dir);
-    let sandbox_id = testbed
-        .cri()
-        .run_pod_sandbox(&sandbox_config)
-        .await
-        .expect("RunPodSandbox")
-        .value;
-    let spec = ContainerSpec::new("main", BUSYBOX_IMAGE, &["sleep", "3600"]);
-    let container_id = testbed
-        .cri()
-        .create_container(&sandbox_id, &container_config(&pod, &spec), &sandbox_config)
-        .await
-        .expect("CreateContainer")
-        .value;
-    testbed
-        .cri()
-        .start_container(&container_id)
-        .await
-        .expect("StartContainer");
+    let (pod, _, _) = start_sleeping_pod(&testbed, "orphan").await;
 
     let pid = testbed.containerd().pid().expect("containerd pid");
     let shims = processes::runtime_processes_naming(&work);
