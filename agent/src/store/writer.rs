@@ -140,6 +140,9 @@ struct Writer {
     batch_max_spans: usize,
 }
 
+/// Most spans in one commit when spans are waiting beyond a full batch.
+const BACKLOG_BATCH_MAX: usize = 8192;
+
 impl Writer {
     async fn run(mut self) {
         let mut retention = tokio::time::interval(RETENTION_INTERVAL);
@@ -180,6 +183,11 @@ impl Writer {
                 }
                 () = tokio::time::sleep_until(deadline) => return,
             }
+        }
+        // Under a backlog, one larger transaction costs far less than several small ones.
+        let backlog = self.queue.len().min(BACKLOG_BATCH_MAX.saturating_sub(batch.len()));
+        if backlog > 0 {
+            self.queue.recv_many(batch, backlog).await;
         }
     }
 
