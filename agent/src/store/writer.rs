@@ -185,7 +185,10 @@ impl Writer {
             }
         }
         // Under a backlog, one larger transaction costs far less than several small ones.
-        let backlog = self.queue.len().min(BACKLOG_BATCH_MAX.saturating_sub(batch.len()));
+        let backlog = self
+            .queue
+            .len()
+            .min(BACKLOG_BATCH_MAX.saturating_sub(batch.len()));
         if backlog > 0 {
             self.queue.recv_many(batch, backlog).await;
         }
