@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use super::{ImageError, LayerBuilder, elf::is_static_executable, io_error, tail_text};
+use super::{ImageError, LayerBuilder, elf::is_static_executable, io_error};
 
 /// Where Debian's busybox-static installs its binary.
 pub const BUSYBOX_PATH: &str = "/bin/busybox";
@@ -43,19 +43,12 @@ pub fn busybox_layer(busybox: &Path) -> Result<Vec<u8>, ImageError> {
 fn list_applets(busybox: &Path) -> Result<Vec<String>, ImageError> {
     let mut command = Command::new(busybox);
     command.arg("--list");
-    let output = command.output().map_err(|source| ImageError::Spawn {
-        program: busybox.display().to_string(),
-        source,
-        hint: " (apt-get install busybox-static)",
-    })?;
-    if !output.status.success() {
-        return Err(ImageError::ToolFailed {
-            command: format!("{command:?}"),
-            status: output.status,
-            stderr: tail_text(&output.stderr, 2000),
-        });
-    }
-    Ok(String::from_utf8_lossy(&output.stdout)
+    let stdout = super::run_tool(
+        &mut command,
+        &busybox.display().to_string(),
+        " (apt-get install busybox-static)",
+    )?;
+    Ok(String::from_utf8_lossy(&stdout)
         .lines()
         .map(str::trim)
         .filter(|name| !name.is_empty() && !name.contains('/'))

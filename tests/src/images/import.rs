@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use super::{ImageArchive, ImageError, tail_text};
+use super::{ImageArchive, ImageError};
 
 /// The `ctr` binary the Debian package installs.
 const CTR: &str = "ctr";
@@ -45,17 +45,5 @@ fn ctr(socket: &Path) -> Command {
 }
 
 fn run(mut command: Command) -> Result<Vec<u8>, ImageError> {
-    let output = command.output().map_err(|source| ImageError::Spawn {
-        program: CTR.into(),
-        source,
-        hint: " (apt-get install containerd)",
-    })?;
-    if !output.status.success() {
-        return Err(ImageError::ToolFailed {
-            command: format!("{command:?}"),
-            status: output.status,
-            stderr: tail_text(&output.stderr, 2000),
-        });
-    }
-    Ok(output.stdout)
+    super::run_tool(&mut command, CTR, " (apt-get install containerd)")
 }

@@ -141,6 +141,28 @@ fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) ->
 }
 
 /// The last `max` bytes of `bytes` as lossy UTF-8, trimmed.
+/// Runs a tool to completion: its stdout, or an error naming the tool (with an install hint
+/// when it cannot start) or its failure (with the end of its stderr).
+fn run_tool(
+    command: &mut std::process::Command,
+    program: &str,
+    hint: &'static str,
+) -> Result<Vec<u8>, ImageError> {
+    let output = command.output().map_err(|source| ImageError::Spawn {
+        program: program.to_owned(),
+        source,
+        hint,
+    })?;
+    if !output.status.success() {
+        return Err(ImageError::ToolFailed {
+            command: format!("{command:?}"),
+            status: output.status,
+            stderr: tail_text(&output.stderr, 2000),
+        });
+    }
+    Ok(output.stdout)
+}
+
 fn tail_text(bytes: &[u8], max: usize) -> String {
     let start = bytes.len().saturating_sub(max);
     String::from_utf8_lossy(&bytes[start..]).trim().to_string()

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use super::{ImageError, elf::is_static_executable, io_error, tail_text};
+use super::{ImageError, elf::is_static_executable, io_error};
 
 /// The C source of the pause program.
 pub const PAUSE_SOURCE: &str = include_str!("../../assets/pause.c");
@@ -20,18 +20,7 @@ pub fn compile_pause(build_dir: &Path) -> Result<Vec<u8>, ImageError> {
         .args(["-static", "-O2", "-s", "-Wall", "-o"])
         .arg(&binary)
         .arg(&source);
-    let output = command.output().map_err(|source| ImageError::Spawn {
-        program: "gcc".into(),
-        source,
-        hint: " (install gcc and libc6-dev)",
-    })?;
-    if !output.status.success() {
-        return Err(ImageError::ToolFailed {
-            command: format!("{command:?}"),
-            status: output.status,
-            stderr: tail_text(&output.stderr, 2000),
-        });
-    }
+    super::run_tool(&mut command, "gcc", " (install gcc and libc6-dev)")?;
     let bytes = std::fs::read(&binary).map_err(io_error("read", &binary))?;
     if !is_static_executable(&bytes) {
         return Err(ImageError::NotStatic(binary));
