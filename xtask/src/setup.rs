@@ -60,14 +60,28 @@ const PYTHON_PACKAGES: &[(&str, &str, &str)] = &[
 ];
 
 pub fn run() -> anyhow::Result<()> {
-    rust_src()?;
-    bpf_linker()?;
-    debian_packages()?;
-    python_packages()?;
+    let started = std::time::Instant::now();
+    let installed = [
+        rust_src()?,
+        bpf_linker()?,
+        debian_packages()?,
+        python_packages()?,
+    ];
+    let count: usize = installed.iter().sum();
+    let took = started.elapsed().as_secs_f64();
+    if count == 0 {
+        step(&format!("everything present (checked in {took:.1} s)"));
+    } else {
+        step(&format!(
+            "installed {count} missing piece(s) in {took:.0} s"
+        ));
+    }
     Ok(())
 }
 
-fn python_packages() -> anyhow::Result<()> {
+/// Each step returns how many pieces it installed.
+fn python_packages() -> anyhow::Result<usize> {
+    let mut installed = 0;
     for (requirement, module, why) in PYTHON_PACKAGES {
         let present = Command::new("python3")
             .args(["-c", &format!("import {module}")])
@@ -88,8 +102,9 @@ fn python_packages() -> anyhow::Result<()> {
             requirement,
         ]))
         .with_context(|| format!("pip install {requirement} failed"))?;
+        installed += 1;
     }
-    Ok(())
+    Ok(installed)
 }
 
 fn step(what: &str) {
@@ -124,23 +139,24 @@ fn sysroot() -> anyhow::Result<PathBuf> {
     Ok(output(Command::new("rustc").args(["--print", "sysroot"]))?.into())
 }
 
-fn rust_src() -> anyhow::Result<()> {
+fn rust_src() -> anyhow::Result<usize> {
     let src = sysroot()?.join("lib/rustlib/src/rust/library/core");
     if src.is_dir() {
-        return Ok(());
+        return Ok(0);
     }
     step("installing the rust-src component (the eBPF crate builds core from source)");
     run_cmd(Command::new("rustup").args(["component", "add", "rust-src"]))
-        .context("rust-src is missing and `rustup component add rust-src` failed")
+        .context("rust-src is missing and `rustup component add rust-src` failed")?;
+    Ok(1)
 }
 
-fn bpf_linker() -> anyhow::Result<()> {
+fn bpf_linker() -> anyhow::Result<usize> {
     let works = Command::new("bpf-linker")
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
     if works {
-        return Ok(());
+        return Ok(0);
     }
     let lib = sysroot()?.join("lib");
     let (llvm_lib, major) = toolchain_llvm(&lib)?;
@@ -174,7 +190,8 @@ fn bpf_linker() -> anyhow::Result<()> {
             ])
             .env("LLVM_PREFIX", &prefix),
     )
-    .context("installing bpf-linker failed")
+    .context("installing bpf-linker failed")?;
+    Ok(1)
 }
 
 /// The toolchain's libLLVM (`libLLVM.so.<major>.<minor>-rust-...`) and its major version.
@@ -202,14 +219,14 @@ fn is_installed(package: &str) -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
 }
 
-fn debian_packages() -> anyhow::Result<()> {
+fn debian_packages() -> anyhow::Result<usize> {
     let missing: Vec<&str> = DEBIAN_PACKAGES
         .iter()
         .filter(|(name, _)| !is_installed(name))
         .map(|(name, _)| *name)
         .collect();
     if missing.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     for (name, why) in DEBIAN_PACKAGES.iter().filter(|(n, _)| missing.contains(n)) {
         step(&format!("installing Debian package {name}: {why}"));
@@ -229,5 +246,6 @@ fn debian_packages() -> anyhow::Result<()> {
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
-    .with_context(|| format!("apt-get install {} failed", missing.join(" ")))
+    .with_context(|| format!("apt-get install {} failed", missing.join(" ")))?;
+    Ok(missing.len())
 }

@@ -26,6 +26,13 @@ pub fn run() -> anyhow::Result<()> {
         ],
         "clippy lints of the benchmark helper",
     )?;
+    eprintln!(
+        "[xtask test] `cargo xtask` builds with only the Rust toolchain (no protoc, no setup tools)"
+    );
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("xtask has no parent directory")?;
+    crate::bare_build::run(workspace)?;
     eprintln!("[xtask test] deploy/ manifests");
     crate::deploy_check::run()?;
     // SAFETY: geteuid has no preconditions.
