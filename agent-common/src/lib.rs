@@ -15,6 +15,8 @@ pub const FILENAME_MAX_BYTES: usize = 256;
 pub const RING_BUFFER_BYTES: u32 = 4 * 1024 * 1024;
 /// Capacity of the map of processes the kernel side follows.
 pub const TRACKED_PROCESSES_MAX: u32 = 32 * 1024;
+/// Capacity of the allowlist of OCI runtime binaries (device and inode).
+pub const RUNTIME_BINARIES_MAX: u32 = 64;
 
 /// Which event a ring-buffer record carries.
 #[repr(u32)]
@@ -50,6 +52,42 @@ pub enum TrackedKind {
     RuntimeChild = 2,
     /// A container process whose first exec was reported; its later execs are not.
     ContainerProcess = 3,
+}
+
+/// What the kernel side remembers of a followed process (value of the tracked map).
+#[repr(C)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct TrackedProcess {
+    /// A [`TrackedKind`] value.
+    pub kind: u32,
+    /// Inode number of the mount namespace of the verified runtime binary this process comes
+    /// from. An exec by one of its forks in that namespace is the runtime re-executing itself
+    /// (`runc init`, runc's cloned binary); in another one it is the container's process.
+    pub runtime_mnt_ns: u32,
+}
+
+/// An executable file as the kernel names it: `inode->i_sb->s_dev` (the kernel's encoding,
+/// `major << 20 | minor`) and `inode->i_ino`. Key of the allowlist of OCI runtime binaries.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BinaryKey {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl BinaryKey {
+    /// The key of a file from the device number `stat` gives (`st_dev`, glibc's encoding) and
+    /// its inode number.
+    pub const fn from_stat(st_dev: u64, ino: u64) -> Self {
+        // glibc puts the major in bits 8..20 (and 32..44), the minor in bits 0..8 and 20..32;
+        // the kernel's dev_t has 12 bits of major and 20 of minor.
+        let major = (st_dev >> 8) & 0xfff;
+        let minor = (st_dev & 0xff) | ((st_dev >> 12) & 0xf_ff00);
+        Self {
+            dev: (major << 20) | minor,
+            ino,
+        }
+    }
 }
 
 /// Flag in [`ExecEvent::flags`]: the argument block was longer than [`ARGV_MAX_BYTES`].
@@ -106,8 +144,11 @@ pub struct ExitEvent {
 pub const DROP_RINGBUF_FULL: u32 = 0;
 /// Index of the counter of failed inserts into the tracked-process map (map full).
 pub const DROP_TRACKED_MAP_FULL: u32 = 1;
+/// Index of the counter of execs named like a runtime (runc, crun, youki) whose binary is not
+/// one of the allowlisted runtime binaries: look-alikes, not followed.
+pub const COUNT_RUNTIME_LOOKALIKE: u32 = 3;
 /// Number of counters in the drop-counter map.
-pub const DROP_COUNTERS: u32 = 4;
+pub const DROP_COUNTERS: u32 = 8;
 
 /// Byte offsets into kernel structures, read from the kernel's BTF by the agent and set as
 /// read-only globals of the eBPF object before it is loaded.
@@ -126,6 +167,22 @@ pub struct KernelOffsets {
     pub mm_arg_start: u32,
     /// `mm_struct.arg_end`
     pub mm_arg_end: u32,
+    /// `mm_struct.exe_file`
+    pub mm_exe_file: u32,
+    /// `file.f_inode`
+    pub file_inode: u32,
+    /// `inode.i_ino`
+    pub inode_ino: u32,
+    /// `inode.i_sb`
+    pub inode_sb: u32,
+    /// `super_block.s_dev`
+    pub sb_dev: u32,
+    /// `task_struct.nsproxy`
+    pub task_nsproxy: u32,
+    /// `nsproxy.mnt_ns`
+    pub nsproxy_mnt_ns: u32,
+    /// `mnt_namespace.ns` + `ns_common.inum`
+    pub mnt_ns_inum: u32,
 }
 
 /// CRI methods the uprobes report, as numbered in cookies and events.
@@ -380,6 +437,8 @@ pub const DROP_CRI_INFLIGHT_FULL: u32 = 2;
 mod pod_impls {
     // SAFETY: plain #[repr(C)] data without padding-dependent invariants.
     unsafe impl aya::Pod for super::KernelOffsets {}
+    // SAFETY: two u64 fields, no padding.
+    unsafe impl aya::Pod for super::BinaryKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::CriOffsets {}
 }

@@ -2,9 +2,11 @@
 //! start (`process`), and the CRI handlers of the container runtime (`cri`), reporting through
 //! one ring buffer.
 //!
-//! Only runtime binaries (by the base name of argv[0]: runc, crun, youki), their forks, and the
-//! first exec of such a fork (the container's own process) are followed; every other exec costs
-//! one argv[0] read and one hash lookup.
+//! Only runtime binaries, their forks, and the first exec of such a fork outside the runtime's
+//! mount namespace (the container's own process) are followed. A runtime binary is known by
+//! what it is, the device and inode of the executable, from an allowlist the agent fills; its
+//! command name (runc, crun, youki) is only a cheap first look, so every other exec costs one
+//! hash lookup and a comparison of the command name.
 #![no_std]
 #![no_main]
 
@@ -13,8 +15,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
 use nodetrace_common::{
-    CRI_METHOD_SLOTS, CriCallKey, CriInflight, CriOffsets, DROP_COUNTERS, KernelOffsets,
-    RING_BUFFER_BYTES, TRACKED_PROCESSES_MAX,
+    BinaryKey, CRI_METHOD_SLOTS, CriCallKey, CriInflight, CriOffsets, DROP_COUNTERS,
+    KernelOffsets, RING_BUFFER_BYTES, RUNTIME_BINARIES_MAX, TRACKED_PROCESSES_MAX, TrackedProcess,
 };
 
 /// Structure offsets from the kernel's BTF, set by the agent before loading.
@@ -26,14 +28,28 @@ pub(crate) static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
     task_exit_code: 0,
     mm_arg_start: 0,
     mm_arg_end: 0,
+    mm_exe_file: 0,
+    file_inode: 0,
+    inode_ino: 0,
+    inode_sb: 0,
+    sb_dev: 0,
+    task_nsproxy: 0,
+    nsproxy_mnt_ns: 0,
+    mnt_ns_inum: 0,
 };
 
 #[map]
 pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BUFFER_BYTES, 0);
 
-/// Followed processes: tgid (or tid, for forks) → `TrackedKind`.
+/// Followed processes: tgid (or tid, for forks) → what is known of them.
 #[map]
-pub(crate) static TRACKED: HashMap<u32, u32> = HashMap::with_max_entries(TRACKED_PROCESSES_MAX, 0);
+pub(crate) static TRACKED: HashMap<u32, TrackedProcess> =
+    HashMap::with_max_entries(TRACKED_PROCESSES_MAX, 0);
+
+/// The OCI runtime binaries (device and inode), filled and kept current by the agent.
+#[map]
+pub(crate) static RUNTIME_BINARIES: HashMap<BinaryKey, u32> =
+    HashMap::with_max_entries(RUNTIME_BINARIES_MAX, 0);
 
 /// Per-CPU drop counters, indexed by `DROP_*`.
 #[map]

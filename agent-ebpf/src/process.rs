@@ -1,5 +1,5 @@
-//! Exec, fork and exit tracepoints: follow OCI runtime processes and the container processes
-//! they start.
+//! Exec, fork and exit tracepoints: follow OCI runtime processes (known by their executable's
+//! device and inode) and the container processes they start.
 
 use aya_ebpf::{
     EbpfContext as _,
@@ -13,11 +13,12 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use nodetrace_common::{
-    ARGV_MAX_BYTES, DROP_RINGBUF_FULL, DROP_TRACKED_MAP_FULL, EXEC_FLAG_ARGV_TRUNCATED,
-    EventHeader, EventKind, ExecEvent, ExecRole, ExitEvent, KernelOffsets, TrackedKind,
+    ARGV_MAX_BYTES, BinaryKey, COUNT_RUNTIME_LOOKALIKE, DROP_RINGBUF_FULL, DROP_TRACKED_MAP_FULL,
+    EXEC_FLAG_ARGV_TRUNCATED, EventHeader, EventKind, ExecEvent, ExecRole, ExitEvent,
+    KernelOffsets, TrackedKind, TrackedProcess,
 };
 
-use crate::{EVENTS, KERNEL_OFFSETS, TRACKED, count_drop};
+use crate::{EVENTS, KERNEL_OFFSETS, RUNTIME_BINARIES, TRACKED, count_drop};
 
 /// Offset of `filename` (a `__data_loc`) in the sched_process_exec record.
 const EXEC_FILENAME_LOC: usize = 8;
@@ -84,6 +85,16 @@ fn has_basename(buf: &[u8; ARGV0_PROBE], len: usize, name: &[u8]) -> bool {
     start == 0 || buf[(start - 1) & (ARGV0_PROBE - 1)] == b'/'
 }
 
+/// Whether argv[0] of `task` (the current task) names an OCI runtime binary.
+fn argv0_is_runtime(task: u64, off: &KernelOffsets) -> Result<bool, i32> {
+    let mm = read_kernel_u64(task, off.task_mm)?;
+    let arg_start = read_kernel_u64(mm, off.mm_arg_start)?;
+    let mut argv0 = [0u8; ARGV0_PROBE];
+    // SAFETY: user memory of the current process, read with the checking helper.
+    let len = unsafe { bpf_probe_read_user_str_bytes(arg_start as *const u8, &mut argv0) }?.len();
+    Ok(is_runtime(&argv0, len))
+}
+
 /// Whether argv[0] (`len` bytes in `buf`) names an OCI runtime binary.
 fn is_runtime(buf: &[u8; ARGV0_PROBE], len: usize) -> bool {
     has_basename(buf, len, b"runc")
@@ -104,41 +115,84 @@ fn comm_is_runtime(comm: &[u8; 16]) -> bool {
     is(b"runc") || is(b"crun") || is(b"youki")
 }
 
+/// The kernel's name of the executable `task` runs: device and inode of `mm->exe_file`.
+fn executable(task: u64, off: &KernelOffsets) -> Result<BinaryKey, i32> {
+    let mm = read_kernel_u64(task, off.task_mm)?;
+    let file = read_kernel_u64(mm, off.mm_exe_file)?;
+    let inode = read_kernel_u64(file, off.file_inode)?;
+    let ino = read_kernel_u64(inode, off.inode_ino)?;
+    let sb = read_kernel_u64(inode, off.inode_sb)?;
+    let dev = read_kernel_u32(sb, off.sb_dev)?;
+    Ok(BinaryKey {
+        dev: u64::from(dev),
+        ino,
+    })
+}
+
+/// Whether `task` runs one of the allowlisted OCI runtime binaries.
+fn runs_runtime_binary(task: u64, off: &KernelOffsets) -> bool {
+    match executable(task, off) {
+        // SAFETY: only the presence of the key is used.
+        Ok(key) => unsafe { RUNTIME_BINARIES.get(&key) }.is_some(),
+        Err(_) => false,
+    }
+}
+
+/// Inode number of the mount namespace of `task`.
+fn mount_namespace(task: u64, off: &KernelOffsets) -> Result<u32, i32> {
+    let nsproxy = read_kernel_u64(task, off.task_nsproxy)?;
+    let mnt_ns = read_kernel_u64(nsproxy, off.nsproxy_mnt_ns)?;
+    read_kernel_u32(mnt_ns, off.mnt_ns_inum)
+}
+
 fn try_exec(ctx: &TracePointContext) -> Result<(), i32> {
     let tgid = current_tgid();
-    // SAFETY: the value is a plain u32 copied out at once.
+    // SAFETY: the value is plain data copied out at once.
     let tracked = unsafe { TRACKED.get(tgid) }.copied();
-    // Untracked processes whose new command is not a runtime's name are not followed (a
-    // runtime's `runc init` re-exec, named `exe` or after its memfd, is a tracked fork).
-    if tracked.is_none() && !comm_is_runtime(&bpf_get_current_comm()?) {
-        return Ok(());
-    }
     let off = offsets();
-    // SAFETY: returns the current task pointer; only ever dereferenced through probe reads.
+    // SAFETY: returns the current task pointer; only dereferenced through probe reads.
     let task = unsafe { bpf_get_current_task() };
+    let role = match tracked {
+        None => {
+            // Most execs on a node stop at the command name; a runtime's name alone is not
+            // enough, the executable must be one of the runtime binaries.
+            if !comm_is_runtime(&bpf_get_current_comm()?) {
+                return Ok(());
+            }
+            if !runs_runtime_binary(task, &off) {
+                count_drop(COUNT_RUNTIME_LOOKALIKE);
+                return Ok(());
+            }
+            track(tgid, TrackedKind::Runtime, mount_namespace(task, &off)?);
+            ExecRole::Runtime
+        }
+        Some(process)
+            if process.kind == TrackedKind::Runtime as u32
+                || process.kind == TrackedKind::RuntimeChild as u32 =>
+        {
+            // A fork of a verified runtime: the runtime re-executing itself (`runc init`, its
+            // cloned binary) while it is still in the runtime's mount namespace, else the
+            // container's process, which the container chose and may name as it likes.
+            let mnt_ns = mount_namespace(task, &off)?;
+            let runtime_itself = runs_runtime_binary(task, &off)
+                || (mnt_ns == process.runtime_mnt_ns && argv0_is_runtime(task, &off)?);
+            if runtime_itself {
+                track(tgid, TrackedKind::Runtime, mnt_ns);
+                ExecRole::Runtime
+            } else {
+                track(
+                    tgid,
+                    TrackedKind::ContainerProcess,
+                    process.runtime_mnt_ns,
+                );
+                ExecRole::ContainerProcess
+            }
+        }
+        Some(_) => return Ok(()),
+    };
     let mm = read_kernel_u64(task, off.task_mm)?;
     let arg_start = read_kernel_u64(mm, off.mm_arg_start)?;
     let arg_end = read_kernel_u64(mm, off.mm_arg_end)?;
-
-    let mut argv0 = [0u8; ARGV0_PROBE];
-    // SAFETY: user memory of the current process, read with the checking helper.
-    let argv0_len =
-        unsafe { bpf_probe_read_user_str_bytes(arg_start as *const u8, &mut argv0) }?.len();
-    let role = if is_runtime(&argv0, argv0_len) {
-        track(tgid, TrackedKind::Runtime);
-        ExecRole::Runtime
-    } else {
-        match tracked {
-            Some(kind)
-                if kind == TrackedKind::Runtime as u32
-                    || kind == TrackedKind::RuntimeChild as u32 =>
-            {
-                track(tgid, TrackedKind::ContainerProcess);
-                ExecRole::ContainerProcess
-            }
-            _ => return Ok(()),
-        }
-    };
 
     let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
         count_drop(DROP_RINGBUF_FULL);
@@ -195,21 +249,31 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i32> {
     Ok(())
 }
 
-fn track(pid: u32, kind: TrackedKind) {
-    if TRACKED.insert(pid, kind as u32, 0).is_err() {
+fn track(pid: u32, kind: TrackedKind, runtime_mnt_ns: u32) {
+    let process = TrackedProcess {
+        kind: kind as u32,
+        runtime_mnt_ns,
+    };
+    if TRACKED.insert(pid, process, 0).is_err() {
         count_drop(DROP_TRACKED_MAP_FULL);
     }
 }
 
 fn try_fork(ctx: &TracePointContext) -> Result<(), i32> {
-    // SAFETY: the value is a plain u32 copied out at once.
-    let Some(kind) = (unsafe { TRACKED.get(current_tgid()) }).copied() else {
+    // SAFETY: plain data copied out at once.
+    let Some(process) = (unsafe { TRACKED.get(current_tgid()) }).copied() else {
         return Ok(());
     };
-    if kind == TrackedKind::Runtime as u32 || kind == TrackedKind::RuntimeChild as u32 {
+    if process.kind == TrackedKind::Runtime as u32
+        || process.kind == TrackedKind::RuntimeChild as u32
+    {
         // SAFETY: reads a field of the tracepoint record at its documented offset.
         let child: i32 = unsafe { ctx.read_at(FORK_CHILD_PID) }?;
-        track(child as u32, TrackedKind::RuntimeChild);
+        track(
+            child as u32,
+            TrackedKind::RuntimeChild,
+            process.runtime_mnt_ns,
+        );
     }
     Ok(())
 }
@@ -223,8 +287,8 @@ fn try_exit() -> Result<(), i32> {
         let _ = TRACKED.remove(pid);
         return Ok(());
     }
-    // SAFETY: the value is a plain u32 copied out at once.
-    let Some(kind) = (unsafe { TRACKED.get(tgid) }).copied() else {
+    // SAFETY: plain data copied out at once.
+    let Some(kind) = (unsafe { TRACKED.get(tgid) }).map(|process| process.kind) else {
         return Ok(());
     };
     let _ = TRACKED.remove(tgid);

@@ -2,9 +2,29 @@
 //! processes this test starts. Needs root (CAP_BPF, CAP_PERFMON, tracefs); skips otherwise.
 
 use nodetrace::ebpf::{KernelEvent, KernelProbes, ReaderStats, VMLINUX_BTF, run_reader};
-use nodetrace_common::{ExecRole, TrackedKind};
+use nodetrace_common::{BinaryKey, ExecRole, TrackedKind};
+use std::collections::BTreeSet;
+use std::os::unix::fs::MetadataExt as _;
 use std::{os::unix::process::CommandExt as _, path::Path, sync::Arc, time::Duration};
 use tokio::sync::mpsc;
+
+/// Each test loads its own programs, which see every exec on the machine: one at a time, so
+/// that one test's runtime is not another's look-alike.
+static KERNEL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The allowlist key of a file.
+fn key_of(path: &Path) -> BinaryKey {
+    let meta = std::fs::metadata(path).expect("stat");
+    BinaryKey::from_stat(meta.dev(), meta.ino())
+}
+
+/// A copy of `program` at `dir/<name>`.
+fn copy_as(program: &str, dir: &Path, name: &str) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir).expect("dir");
+    let path = dir.join(name);
+    std::fs::copy(program, &path).expect("copy program");
+    path
+}
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -17,18 +37,22 @@ async fn reports_runtime_execs_their_children_and_exit_codes() {
         eprintln!("skipped: loading eBPF programs needs root");
         return;
     }
-    let (probes, ring) = KernelProbes::load(Path::new(VMLINUX_BTF)).expect("load and attach");
+    let _one_at_a_time = KERNEL.lock().await;
+    let (mut probes, ring) =
+        KernelProbes::load(Path::new(VMLINUX_BTF)).expect("load and attach");
     assert_eq!(probes.attached().len(), 3);
     let (tx, mut rx) = mpsc::channel(4096);
     let stats = Arc::new(ReaderStats::default());
     let reader = tokio::spawn(run_reader(ring, tx, stats.clone()));
 
-    // A shell installed as `runc` looks like a runtime to the kernel side (its command name and
-    // argv[0] are runc's); the commands it forks and execs look like the container processes
-    // a runtime starts.
+    // A shell installed as `runc` and allowlisted is a runtime to the kernel side (by its
+    // device and inode); the commands it forks and execs look like the container processes a
+    // runtime starts.
     let dir = tempfile::tempdir().expect("temp dir");
-    let fake_runc = dir.path().join("runc");
-    std::fs::copy("/bin/sh", &fake_runc).expect("copy /bin/sh");
+    let fake_runc = copy_as("/bin/sh", dir.path(), "runc");
+    probes
+        .set_runtime_binaries(&BTreeSet::from([key_of(&fake_runc)]))
+        .expect("allowlist");
     let status = std::process::Command::new(&fake_runc)
         .arg0("runc")
         .args(["-c", "/bin/sleep 0.05; /bin/true; exit 3"])
@@ -104,24 +128,106 @@ async fn reports_runtime_execs_their_children_and_exit_codes() {
         !events.iter().any(|e| matches!(e, KernelEvent::Exec(x) if x.argv == ["/bin/true"] && x.ppid == std::process::id())),
         "an unrelated exec was reported"
     );
-    // A process that only calls itself runc in argv[0] is not a runtime: its command name
-    // (the file it exec'd) is not runc's.
+    // Look-alikes: a process that only calls itself runc in argv[0], and a copy of a program
+    // installed as `runc` (command name and argv[0] runc's) that is not an allowlisted binary.
+    let lookalikes_before = probes.drops().expect("drop counters").runtime_lookalikes;
     let status = std::process::Command::new("/bin/sh")
         .arg0("runc")
         .args(["-c", "exit 4"])
         .status()
         .expect("run sh");
     assert_eq!(status.code(), Some(4));
+    let lookalike = copy_as("/bin/sh", &dir.path().join("tenant"), "runc");
+    let status = std::process::Command::new(&lookalike)
+        .arg0("runc")
+        .args(["-c", "exit 5"])
+        .status()
+        .expect("run the look-alike");
+    assert_eq!(status.code(), Some(5));
     let quiet_until = tokio::time::Instant::now() + Duration::from_millis(500);
     while let Ok(Some(event)) = tokio::time::timeout_at(quiet_until, rx.recv()).await {
         if let KernelEvent::Exec(x) = &event {
             assert!(
-                !x.argv.iter().any(|a| a == "exit 4"),
-                "a process named runc only in argv[0] was followed: {x:?}"
+                !x.argv.iter().any(|a| a == "exit 4" || a == "exit 5"),
+                "a process named runc that is no runtime binary was followed: {x:?}"
             );
         }
     }
+    assert_eq!(
+        probes.drops().expect("drop counters").runtime_lookalikes - lookalikes_before,
+        1,
+        "the copy named runc is counted as a look-alike (the argv[0] one is not named runc)"
+    );
     assert_eq!(probes.drops().expect("drop counters").ringbuf_full, 0);
+    drop(rx);
+    reader.await.expect("reader task").expect("reader");
+}
+
+/// The runtime's own re-exec (same mount namespace) stays a runtime; a program named runc that
+/// a runtime's fork execs in another mount namespace (a container's entrypoint) does not.
+#[tokio::test]
+async fn a_runtime_named_entrypoint_in_a_new_mount_namespace_is_a_container_process() {
+    if !is_root() {
+        eprintln!("skipped: loading eBPF programs needs root");
+        return;
+    }
+    let _one_at_a_time = KERNEL.lock().await;
+    let (mut probes, ring) =
+        KernelProbes::load(Path::new(VMLINUX_BTF)).expect("load and attach");
+    let (tx, mut rx) = mpsc::channel(4096);
+    let reader = tokio::spawn(run_reader(ring, tx, Arc::new(ReaderStats::default())));
+    let dir = tempfile::tempdir().expect("temp dir");
+    // The "runtime": util-linux's unshare installed as runc; it enters a new mount namespace
+    // and execs what it is given, as runc init does with the container's entrypoint.
+    let runtime = copy_as("/usr/bin/unshare", &dir.path().join("runtime"), "runc");
+    let entrypoint = copy_as("/bin/sh", &dir.path().join("image"), "runc");
+    let reexec = copy_as("/bin/sh", &dir.path().join("cloned"), "runc");
+    probes
+        .set_runtime_binaries(&BTreeSet::from([key_of(&runtime)]))
+        .expect("allowlist");
+
+    let status = std::process::Command::new(&runtime)
+        .arg0("runc")
+        .arg("--mount")
+        .arg("--propagation=private")
+        .arg(&entrypoint)
+        .args(["-c", "exit 6"])
+        .status()
+        .expect("run the runtime");
+    assert_eq!(status.code(), Some(6));
+    // Without a new mount namespace, the same exec is the runtime running itself again (runc
+    // 1.1 re-executes a cloned copy of its binary, named runc, before it sets up namespaces).
+    let status = std::process::Command::new(&runtime)
+        .arg0("runc")
+        .arg(&reexec)
+        .args(["-c", "exit 7"])
+        .status()
+        .expect("run the runtime");
+    assert_eq!(status.code(), Some(7));
+
+    let mut roles = std::collections::BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while roles.len() < 2 {
+        let Ok(Some(event)) = tokio::time::timeout_at(deadline, rx.recv()).await else {
+            break;
+        };
+        if let KernelEvent::Exec(x) = event
+            && let Some(code) = x.argv.iter().find(|a| a.starts_with("exit "))
+        {
+            roles.insert(code.clone(), x.role);
+        }
+    }
+    assert_eq!(
+        roles.get("exit 6"),
+        Some(&ExecRole::ContainerProcess),
+        "entrypoint named runc in a new mount namespace: {roles:?}"
+    );
+    assert_eq!(
+        roles.get("exit 7"),
+        Some(&ExecRole::Runtime),
+        "re-exec in the runtime's mount namespace: {roles:?}"
+    );
+    drop(probes);
     drop(rx);
     reader.await.expect("reader task").expect("reader");
 }

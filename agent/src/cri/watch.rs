@@ -14,6 +14,7 @@ use crate::{
     api::Readiness,
     ebpf::{CriAttachment, KernelProbes},
     metrics::ProbeCounts,
+    oci::binaries::{BinarySearch, RuntimeBinaries},
 };
 
 use super::{
@@ -23,6 +24,8 @@ use super::{
 
 /// The readiness component the watcher reports on.
 pub const COMPONENT: &str = "cri";
+/// The readiness component of the OCI runtime binaries the exec program follows.
+pub const OCI_COMPONENT: &str = "oci-runtimes";
 
 /// Where to look for the runtime.
 #[derive(Clone, Debug)]
@@ -33,6 +36,8 @@ pub struct WatchConfig {
     pub runtime_binary: Option<PathBuf>,
     /// How often to look for a restarted or replaced runtime.
     pub interval: Duration,
+    /// Where the OCI runtime binaries (runc, crun, youki) are looked for.
+    pub binaries: BinarySearch,
 }
 
 /// What the probes are attached to.
@@ -77,6 +82,8 @@ pub struct CriWatcher {
     failed: Option<BinaryIdentity>,
     /// The last "no runtime" reason logged.
     last_absence: Option<String>,
+    /// The OCI runtime binaries the kernel side follows now.
+    runtime_binaries: RuntimeBinaries,
 }
 
 impl CriWatcher {
@@ -88,6 +95,7 @@ impl CriWatcher {
         service: watch::Sender<String>,
     ) -> Self {
         readiness.register(COMPONENT);
+        readiness.register(OCI_COMPONENT);
         Self {
             config,
             probes,
@@ -97,6 +105,7 @@ impl CriWatcher {
             current: None,
             failed: None,
             last_absence: None,
+            runtime_binaries: RuntimeBinaries::new(),
         }
     }
 
@@ -114,9 +123,20 @@ impl CriWatcher {
         self.detach();
     }
 
-    /// One look at the runtime, attaching or re-attaching when it changed.
+    /// One look at the runtime, attaching or re-attaching when it changed, and at the OCI
+    /// runtime binaries it uses.
     pub async fn tick(&mut self) {
-        let found = match self.find() {
+        let found = self.find();
+        let runtime_pid = match &found {
+            Ok(Target::Process { pid, .. }) => Some(*pid),
+            _ => None,
+        };
+        let search = self.config.binaries.clone();
+        match tokio::task::spawn_blocking(move || search.find(runtime_pid)).await {
+            Ok(binaries) => self.follow_runtime_binaries(binaries),
+            Err(err) => tracing::warn!(error = %err, "looking for the OCI runtime binaries failed"),
+        }
+        let found = match found {
             Ok(target) => target,
             Err(reason) => {
                 // The probes stay: they belong to the binary, and a runtime that is restarting
@@ -201,6 +221,51 @@ impl CriWatcher {
             detach_in_background(&old_target, old);
         }
         Ok(())
+    }
+
+    /// Hands the kernel side the runtime binaries found, when they changed.
+    fn follow_runtime_binaries(&mut self, binaries: RuntimeBinaries) {
+        if binaries == self.runtime_binaries {
+            return;
+        }
+        let keys = binaries.keys().copied().collect();
+        let result = match self.probes.lock() {
+            Ok(mut probes) => probes
+                .set_runtime_binaries(&keys)
+                .map_err(|err| crate::correlate::error_chain(&err)),
+            Err(_) => Err("the probes lock is poisoned".to_owned()),
+        };
+        if let Err(reason) = result {
+            tracing::warn!(%reason, "cannot update the OCI runtime binaries the kernel follows");
+            self.readiness.set_not_ready(OCI_COMPONENT, reason);
+            return;
+        }
+        let listed: Vec<String> = binaries
+            .iter()
+            .map(|(key, path)| {
+                format!(
+                    "{} ({}:{} inode {})",
+                    path.display(),
+                    key.dev >> 20,
+                    key.dev & 0xf_ffff,
+                    key.ino
+                )
+            })
+            .collect();
+        if binaries.is_empty() {
+            tracing::warn!("no OCI runtime binary (runc, crun, youki) found: no runtime run is traced");
+            self.readiness.set(
+                OCI_COMPONENT,
+                crate::api::ComponentState::Degraded(
+                    "no OCI runtime binary found (see --oci-runtime-binary)".to_owned(),
+                ),
+            );
+        } else {
+            tracing::info!(binaries = ?listed, "following the OCI runtime binaries");
+            self.readiness.set_ready(OCI_COMPONENT);
+        }
+        self.readiness.set_detail(OCI_COMPONENT, listed.join(", "));
+        self.runtime_binaries = binaries;
     }
 
     /// Detaches everything (at shutdown).

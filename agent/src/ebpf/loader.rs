@@ -2,10 +2,14 @@
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
     programs::{TracePoint, UProbe},
 };
-use nodetrace_common::{DROP_CRI_INFLIGHT_FULL, DROP_RINGBUF_FULL, DROP_TRACKED_MAP_FULL};
+use nodetrace_common::{
+    BinaryKey, COUNT_RUNTIME_LOOKALIKE, DROP_CRI_INFLIGHT_FULL, DROP_RINGBUF_FULL,
+    DROP_TRACKED_MAP_FULL,
+};
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use super::{EbpfError, ensure_tracefs, kernel_offsets};
@@ -29,6 +33,8 @@ pub struct KernelDrops {
     pub tracked_map_full: u64,
     /// CRI calls not followed because the in-flight map was full.
     pub cri_inflight_full: u64,
+    /// Execs named like a runtime whose binary is not an allowlisted runtime binary.
+    pub runtime_lookalikes: u64,
 }
 
 /// The uprobe programs for CRI handlers: loaded at start, attached once a runtime is found.
@@ -129,6 +135,31 @@ impl KernelProbes {
             ringbuf_full: sum(DROP_RINGBUF_FULL)?,
             tracked_map_full: sum(DROP_TRACKED_MAP_FULL)?,
             cri_inflight_full: sum(DROP_CRI_INFLIGHT_FULL)?,
+            runtime_lookalikes: sum(COUNT_RUNTIME_LOOKALIKE)?,
         })
+    }
+
+    /// Makes `binaries` the allowlist of OCI runtime binaries the exec program follows: new
+    /// ones are added before the ones gone are removed, so a replaced binary is never a gap.
+    pub fn set_runtime_binaries(&mut self, binaries: &BTreeSet<BinaryKey>) -> Result<(), EbpfError> {
+        const NAME: &str = "RUNTIME_BINARIES";
+        let map_error = |source| EbpfError::Map {
+            name: NAME.to_owned(),
+            source,
+        };
+        let map = self.ebpf.map_mut(NAME).ok_or_else(|| EbpfError::Missing {
+            what: "map",
+            name: NAME.to_owned(),
+        })?;
+        let mut allowlist: HashMap<_, BinaryKey, u32> =
+            HashMap::try_from(map).map_err(map_error)?;
+        let present: BTreeSet<BinaryKey> = allowlist.keys().filter_map(Result::ok).collect();
+        for key in binaries.difference(&present) {
+            allowlist.insert(key, 1, 0).map_err(map_error)?;
+        }
+        for key in present.difference(binaries) {
+            allowlist.remove(key).map_err(map_error)?;
+        }
+        Ok(())
     }
 }

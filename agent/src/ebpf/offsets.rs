@@ -26,6 +26,14 @@ pub fn kernel_offsets(btf_path: &Path) -> Result<KernelOffsets, EbpfError> {
         task_exit_code: field("task_struct", "exit_code")?,
         mm_arg_start: field("mm_struct", "arg_start")?,
         mm_arg_end: field("mm_struct", "arg_end")?,
+        mm_exe_file: field("mm_struct", "exe_file")?,
+        file_inode: field("file", "f_inode")?,
+        inode_ino: field("inode", "i_ino")?,
+        inode_sb: field("inode", "i_sb")?,
+        sb_dev: field("super_block", "s_dev")?,
+        task_nsproxy: field("task_struct", "nsproxy")?,
+        nsproxy_mnt_ns: field("nsproxy", "mnt_ns")?,
+        mnt_ns_inum: field("mnt_namespace", "ns")? + field("ns_common", "inum")?,
     })
 }
 

@@ -134,6 +134,13 @@ impl Collector for StageCollector {
         )?;
         counter(
             &mut encoder,
+            "runtime_lookalike_execs",
+            "Execs named like an OCI runtime (runc, crun, youki) whose executable is not one of \
+             the runtime binaries: not followed",
+            kernel_drops.runtime_lookalikes,
+        )?;
+        counter(
+            &mut encoder,
             "spans",
             "Spans built by the correlator",
             load(&s.correlator.spans),
