@@ -3,6 +3,8 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
+use crate::redact::ArgvCapture;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "nodetrace",
@@ -145,6 +147,27 @@ pub struct AgentArgs {
     /// under that span.
     #[arg(long, default_value = "trace.kubernetes.io/context")]
     pub trace_context_annotation: String,
+    /// What of each process's command line spans keep (the attribute process.command_args,
+    /// stored, served and exported): `full` keeps every argument as is; `redacted` keeps every
+    /// argument but replaces secret values with `<redacted>` (see --redact-pattern) and the
+    /// password, or the lone user name, of any `scheme://user:pass@host` URL; `none` keeps only
+    /// the program (argv[0]) and puts the number of arguments left out in
+    /// nodetrace.process.command_args.dropped. In every mode the program, and the runtime, verb,
+    /// container id and signal parsed from runc/crun/youki command lines, are kept.
+    #[arg(long, value_enum, default_value_t = ArgvCapture::Redacted, env = "NODETRACE_ARGV_CAPTURE")]
+    pub argv_capture: ArgvCapture,
+    /// A case-insensitive regular expression for secret names, matched anywhere in a flag or
+    /// variable name (repeat for more; a name is secret when any pattern matches; given
+    /// patterns replace the default list). With `--argv-capture redacted`, a matching name
+    /// loses its value in `--name=value` and `-name=value`, in `--name value` (the next
+    /// argument), and in `NAME=value` arguments, also as a flag's value
+    /// (`--env DB_PASSWORD=x`). Use anchors for short flags: `^p$`.
+    #[arg(
+        long = "redact-pattern",
+        default_values = crate::redact::DEFAULT_PATTERNS,
+        value_parser = parse_redact_pattern
+    )]
+    pub redact_patterns: Vec<String>,
     /// Kernel BTF used to find structure offsets.
     #[arg(long, default_value = crate::ebpf::VMLINUX_BTF)]
     pub btf: PathBuf,
@@ -178,6 +201,12 @@ pub enum OtlpProtocol {
     Grpc,
     /// OTLP/HTTP with protobuf bodies.
     Http,
+}
+
+fn parse_redact_pattern(text: &str) -> Result<String, String> {
+    crate::redact::check_pattern(text)
+        .map(|()| text.to_owned())
+        .map_err(|err| crate::correlate::error_chain(&err))
 }
 
 fn parse_otlp_header(text: &str) -> Result<(String, String), String> {

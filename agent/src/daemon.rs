@@ -21,6 +21,7 @@ use crate::{
     export::{ExportConfig, Exporter, Protocol},
     k8s::{KubeHealth, PodDirectory, PodDirectoryConfig, PodWatcher},
     metrics::{self, HttpMetrics, MetricSources, Metrics, ProbeCounts},
+    redact::Redactor,
     store::{Store, StoreConfig},
 };
 
@@ -78,11 +79,15 @@ pub async fn run_until(
     let reader_stats = Arc::new(ReaderStats::default());
     let reader = tokio::spawn(run_reader(ring, events_tx, reader_stats.clone()));
 
+    let redactor = Redactor::new(args.argv_capture, &args.redact_patterns)
+        .context("cannot use --redact-pattern")?;
+    tracing::info!(argv_capture = ?redactor.capture(), "process command lines");
     let mut correlator = Correlator::new(
         HostNode::default(),
         WallClock::sample(),
         CorrelatorConfig {
             node_name: node_name.clone(),
+            redactor,
             ..CorrelatorConfig::default()
         },
     );

@@ -18,4 +18,5 @@ pub mod metrics;
 pub mod model;
 pub mod oci;
 pub mod query;
+pub mod redact;
 pub mod store;

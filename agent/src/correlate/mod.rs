@@ -26,6 +26,7 @@ use crate::{
     ebpf::{ExecRecord, ExitRecord, KernelEvent, WallClock},
     model::{PodRef, Span, keys},
     oci::{self, AttributionSource, ContainerCache, ContainerInfo, OciCommand, OciInvocation},
+    redact::Redactor,
 };
 use nodetrace_common::ExecRole;
 
@@ -40,6 +41,9 @@ pub struct CorrelatorConfig {
     pub max_containers: usize,
     /// Service name of CRI spans until the runtime is known (`containerd`, `cri-o`).
     pub cri_service: String,
+    /// What of a process's argv a span keeps (`--argv-capture`, `--redact-pattern`); applied
+    /// once, as the span is built. The OCI argv parser sees the real argv.
+    pub redactor: Redactor,
 }
 
 impl Default for CorrelatorConfig {
@@ -49,6 +53,7 @@ impl Default for CorrelatorConfig {
             max_pending: 16_384,
             max_containers: 16_384,
             cri_service: "containerd".to_owned(),
+            redactor: Redactor::default(),
         }
     }
 }
@@ -225,7 +230,10 @@ impl<N: NodeView> Correlator<N> {
                         oci::attribute(inv, cgroups.as_deref(), &mut self.containers)
                             .map_err(|err| error_chain(&err))
                     }
-                    Err(err) => Err(format!("command line not understood: {err}")),
+                    Err(err) => Err(format!(
+                        "command line not understood: {}",
+                        self.config.redactor.argv_error(err)
+                    )),
                 };
                 Run::Runtime(Box::new(RuntimeRun {
                     exec,
@@ -283,7 +291,13 @@ impl<N: NodeView> Correlator<N> {
         let mut span = match run {
             Run::Runtime(run) => {
                 self.remember_pid_file(&run);
-                spans::runtime_span(&run, exit, &self.clock, &self.config.node_name)
+                spans::runtime_span(
+                    &run,
+                    exit,
+                    &self.clock,
+                    &self.config.node_name,
+                    &self.config.redactor,
+                )
             }
             Run::Init { .. } => return None,
             Run::Process(run) => {
@@ -295,6 +309,7 @@ impl<N: NodeView> Correlator<N> {
                     role,
                     &self.clock,
                     &self.config.node_name,
+                    &self.config.redactor,
                 )
             }
         };

@@ -3,6 +3,7 @@
 use crate::{
     ebpf::{ExecRecord, ExitRecord, WallClock},
     model::{Attribute, PodRef, Span, SpanId, SpanKind, SpanStatus, TraceId, keys},
+    redact::{self, Redactor},
 };
 
 use super::{Attribution, ProcessRole, RuntimeRun};
@@ -13,6 +14,7 @@ pub(super) fn runtime_span(
     exit: &ExitRecord,
     clock: &WallClock,
     node_name: &str,
+    redactor: &Redactor,
 ) -> Span {
     let program = program_name(&run.exec);
     let (name, service, mut attributes) = match &run.invocation {
@@ -27,7 +29,7 @@ pub(super) fn runtime_span(
             Vec::new(),
         ),
     };
-    attributes.extend(process_attributes(&run.exec, exit));
+    attributes.extend(process_attributes(&run.exec, exit, redactor));
     let status = match (exit.exit_status, exit.signal) {
         (Some(0), _) => SpanStatus::Unset,
         (Some(code), _) => SpanStatus::Error(format!("{name} exited with status {code}")),
@@ -55,12 +57,13 @@ pub(super) fn process_span(
     role: Option<ProcessRole>,
     clock: &WallClock,
     node_name: &str,
+    redactor: &Redactor,
 ) -> Span {
     let name = match role {
         Some(ProcessRole::Exec) => "exec process",
         Some(ProcessRole::Entrypoint) | None => "container process",
     };
-    let attributes = process_attributes(exec, exit);
+    let attributes = process_attributes(exec, exit, redactor);
     // A container process ends when it is stopped, usually by a signal: only a non-zero exit
     // status is an error.
     let status = match exit.exit_status {
@@ -130,14 +133,24 @@ fn program_name(exec: &ExecRecord) -> String {
     argv0.rsplit('/').next().unwrap_or(argv0).to_owned()
 }
 
-fn process_attributes(exec: &ExecRecord, exit: &ExitRecord) -> Vec<Attribute> {
+/// The process's attributes; its argv as `--argv-capture` allows (the only place argv enters
+/// a span).
+fn process_attributes(exec: &ExecRecord, exit: &ExitRecord, redactor: &Redactor) -> Vec<Attribute> {
+    let args = redactor.command_args(&exec.argv);
+    let dropped = exec.argv.len() - args.len();
     let mut attributes = vec![
         Attribute::int(keys::PROCESS_PID, i64::from(exec.tgid)),
         Attribute::int(keys::PROCESS_PARENT_PID, i64::from(exec.ppid)),
         Attribute::str(keys::PROCESS_EXECUTABLE_NAME, program_name(exec)),
         Attribute::str(keys::PROCESS_EXECUTABLE_PATH, exec.filename.clone()),
-        Attribute::str_list(keys::PROCESS_COMMAND_ARGS, exec.argv.clone()),
+        Attribute::str_list(keys::PROCESS_COMMAND_ARGS, args.into_owned()),
     ];
+    if dropped > 0 {
+        attributes.push(Attribute::int(
+            redact::ARGS_DROPPED,
+            i64::try_from(dropped).unwrap_or(i64::MAX),
+        ));
+    }
     if exec.argv_truncated {
         attributes.push(Attribute::bool(keys::ARGS_TRUNCATED, true));
     }

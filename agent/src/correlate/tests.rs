@@ -633,3 +633,159 @@ fn a_container_process_starting_after_its_cri_call_returned_hangs_where_its_runc
     let pause = c.on_event(exit(7000, 90_000, 0)).expect("pause span");
     assert_eq!(pause.parent_span_id, Some(run.span_id));
 }
+
+// --- Secrets in command lines (`--argv-capture`, `--redact-pattern`) ---
+
+/// Every text a stored span carries: name, status, attribute values.
+fn span_texts(span: &Span) -> String {
+    let mut text = format!("{} {} {:?}", span.name, span.service, span.status);
+    for attribute in &span.attributes {
+        text.push_str(&format!(" {}={:?}", attribute.key, attribute.value));
+    }
+    text
+}
+
+fn command_args(span: &Span) -> Vec<String> {
+    match span
+        .attributes
+        .iter()
+        .find(|a| a.key == keys::PROCESS_COMMAND_ARGS)
+        .map(|a| &a.value)
+    {
+        Some(crate::model::AttrValue::StrList(args)) => args.clone(),
+        other => panic!("process.command_args is a string list, not {other:?}"),
+    }
+}
+
+fn correlator_with(f: &Fixture, capture: crate::redact::ArgvCapture) -> Correlator<&FakeNode> {
+    Correlator::new(
+        &f.node,
+        WallClock::sample(),
+        CorrelatorConfig {
+            redactor: crate::redact::Redactor::new(capture, &crate::redact::DEFAULT_PATTERNS)
+                .expect("default patterns"),
+            ..CorrelatorConfig::default()
+        },
+    )
+}
+
+#[test]
+fn stored_spans_of_a_runc_exec_and_its_process_hold_no_secret_by_default() {
+    let f = Fixture::new();
+    let bundle = f.bundle(CONTAINER, false);
+    let pid_file = bundle.join("exec-9.pid");
+    f.node.pid_files.borrow_mut().insert(pid_file.clone(), 909);
+    let mut c = f.correlator();
+    let argv = f.runc(
+        CONTAINER,
+        &[
+            "exec",
+            "--env",
+            "DB_PASSWORD=hunter2",
+            "--detach",
+            "--pid-file",
+            pid_file.to_str().expect("utf-8"),
+            CONTAINER,
+            "psql",
+            "postgres://admin:s3cr3t@db/shop",
+        ],
+    );
+    let arg_count = argv.len();
+    assert!(c.on_event(exec(40, 100, ExecRole::Runtime, argv)).is_none());
+    let runc = c.on_event(exit(40, 200, 0)).expect("exec span");
+    // The parser saw the real argv: the pid file and the container were found.
+    assert_eq!(runc.name, "runc exec");
+    assert_eq!(runc.attr_str(keys::CONTAINER_NAME), Some("app"));
+    let args = command_args(&runc);
+    assert_eq!(args.len(), arg_count, "the shape is kept");
+    assert!(
+        args.contains(&"DB_PASSWORD=<redacted>".to_owned()),
+        "{args:?}"
+    );
+    assert!(args.contains(&"postgres://admin:<redacted>@db/shop".to_owned()));
+
+    let entrypoint = [
+        "app",
+        "--api-key=abc123",
+        "--token",
+        "xyz789",
+        "postgres://u:pw42@db/x",
+    ];
+    assert!(
+        c.on_event(exec(
+            909,
+            150,
+            ExecRole::ContainerProcess,
+            entrypoint.iter().map(|s| (*s).to_owned()).collect()
+        ))
+        .is_none()
+    );
+    let process = c.on_event(exit(909, 400, 0)).expect("process span");
+    assert_eq!(process.attr_str(keys::CONTAINER_ID), Some(CONTAINER));
+    assert_eq!(
+        command_args(&process),
+        [
+            "app",
+            "--api-key=<redacted>",
+            "--token",
+            "<redacted>",
+            "postgres://u:<redacted>@db/x"
+        ]
+    );
+    for span in [&runc, &process] {
+        let text = span_texts(span);
+        for secret in ["hunter2", "s3cr3t", "abc123", "xyz789", "pw42"] {
+            assert!(!text.contains(secret), "{secret} stored: {text}");
+        }
+    }
+}
+
+#[test]
+fn argv_capture_none_keeps_the_program_and_counts_what_was_dropped() {
+    let f = Fixture::new();
+    let mut c = correlator_with(&f, crate::redact::ArgvCapture::None);
+    let argv = f.runc(CONTAINER, &["kill", CONTAINER, "9"]);
+    let arg_count = argv.len();
+    let kill = run_once(&mut c, 50, argv, 0);
+    assert_eq!(command_args(&kill), ["runc"]);
+    assert_eq!(
+        kill.attr_int(crate::redact::ARGS_DROPPED),
+        Some(i64::try_from(arg_count - 1).expect("small"))
+    );
+    // What the runtime's command line told is still there.
+    assert_eq!(kill.name, "runc kill");
+    assert_eq!(kill.attr_str(keys::OCI_SIGNAL), Some("SIGKILL"));
+    assert_eq!(kill.attr_str(keys::CONTAINER_ID), Some(CONTAINER));
+}
+
+#[test]
+fn argv_capture_full_stores_the_command_line_as_given() {
+    let f = Fixture::new();
+    let mut c = correlator_with(&f, crate::redact::ArgvCapture::Full);
+    let argv: Vec<String> = ["app", "--password=hunter2"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    assert!(
+        c.on_event(exec(60, 1, ExecRole::ContainerProcess, argv.clone()))
+            .is_none()
+    );
+    let span = c.on_event(exit(60, 2, 0)).expect("process span");
+    assert_eq!(command_args(&span), argv);
+    assert_eq!(span.attr_int(crate::redact::ARGS_DROPPED), None);
+}
+
+#[test]
+fn an_unparsed_runtime_command_line_does_not_quote_a_secret_in_its_error() {
+    let f = Fixture::new();
+    let mut c = f.correlator();
+    let argv: Vec<String> = ["runc", "---password=hunter2", "list"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    let span = run_once(&mut c, 70, argv, 1);
+    assert_eq!(c.stats().unparsed.load(Ordering::Relaxed), 1);
+    let text = span_texts(&span);
+    assert!(text.contains("<redacted>"), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+}
