@@ -115,6 +115,22 @@ pub struct AgentArgs {
         default_values = ["/run/containerd/containerd.sock", "/run/crio/crio.sock"]
     )]
     pub cri_sockets: Vec<PathBuf>,
+    /// A directory the container runtime keeps its state in (repeat for several). Bundle
+    /// `config.json` and pid files named on runtime command lines are read only beneath one of
+    /// these, as the command line spells the path, never through a symlink or across a mount,
+    /// and only when they are regular files of bounded size. Defaults: containerd's state
+    /// directory (1.6 to 2.x: bundles in `io.containerd.runtime.v2.task/<namespace>/<id>/` with
+    /// `config.json`, `init.pid` and `<exec-id>.pid`) and CRI-O's runroot (bundles in
+    /// `overlay-containers/<id>/userdata/` with `config.json` and `pidfile`). Never give a
+    /// directory a container can write to, such as /tmp.
+    #[arg(
+        long = "runtime-state-root",
+        env = "NODETRACE_RUNTIME_STATE_ROOTS",
+        value_delimiter = ',',
+        value_parser = crate::hostfs::parse_state_root,
+        default_values = ["/run/containerd", "/run/containers/storage"]
+    )]
+    pub runtime_state_roots: Vec<PathBuf>,
     /// Put the CRI uprobes on this runtime binary instead of the one serving --cri-socket.
     #[arg(long, env = "NODETRACE_RUNTIME_BINARY")]
     pub runtime_binary: Option<PathBuf>,

@@ -19,6 +19,7 @@ use crate::{
     cri::{CriWatcher, WatchConfig},
     ebpf::{KernelEvent, KernelProbes, ReaderStats, WallClock, run_reader},
     export::{ExportConfig, Exporter, Protocol},
+    hostfs::StateRoots,
     k8s::{KubeHealth, PodDirectory, PodDirectoryConfig, PodWatcher},
     metrics::{self, HttpMetrics, MetricSources, Metrics, ProbeCounts},
     redact::Redactor,
@@ -82,11 +83,15 @@ pub async fn run_until(
     let redactor = Redactor::new(args.argv_capture, &args.redact_patterns)
         .context("cannot use --redact-pattern")?;
     tracing::info!(argv_capture = ?redactor.capture(), "process command lines");
+    let state_roots = StateRoots::new(args.runtime_state_roots.clone())
+        .context("cannot use --runtime-state-root")?;
+    tracing::info!(roots = ?state_roots.roots(), "runtime files are read only beneath these");
     let mut correlator = Correlator::new(
-        HostNode::default(),
+        HostNode::new(state_roots.clone()),
         WallClock::sample(),
         CorrelatorConfig {
             node_name: node_name.clone(),
+            state_roots,
             redactor,
             ..CorrelatorConfig::default()
         },

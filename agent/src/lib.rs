@@ -13,6 +13,7 @@ pub mod cri;
 pub mod daemon;
 pub mod ebpf;
 pub mod export;
+pub mod hostfs;
 pub mod k8s;
 pub mod metrics;
 pub mod model;

@@ -24,6 +24,7 @@ use std::{
 
 use crate::{
     ebpf::{ExecRecord, ExitRecord, KernelEvent, WallClock},
+    hostfs::StateRoots,
     model::{PodRef, Span, keys},
     oci::{self, AttributionSource, ContainerCache, ContainerInfo, OciCommand, OciInvocation},
     redact::Redactor,
@@ -41,6 +42,9 @@ pub struct CorrelatorConfig {
     pub max_containers: usize,
     /// Service name of CRI spans until the runtime is known (`containerd`, `cri-o`).
     pub cri_service: String,
+    /// The runtime's state directories (`--runtime-state-root`): bundles are read only beneath
+    /// them. None by default: no bundle is read.
+    pub state_roots: StateRoots,
     /// What of a process's argv a span keeps (`--argv-capture`, `--redact-pattern`); applied
     /// once, as the span is built. The OCI argv parser sees the real argv.
     pub redactor: Redactor,
@@ -53,6 +57,7 @@ impl Default for CorrelatorConfig {
             max_pending: 16_384,
             max_containers: 16_384,
             cri_service: "containerd".to_owned(),
+            state_roots: StateRoots::default(),
             redactor: Redactor::default(),
         }
     }
@@ -227,8 +232,13 @@ impl<N: NodeView> Correlator<N> {
                 let attribution = match &invocation {
                     Ok(inv) => {
                         let cgroups = self.node.process_cgroups(tgid);
-                        oci::attribute(inv, cgroups.as_deref(), &mut self.containers)
-                            .map_err(|err| error_chain(&err))
+                        oci::attribute(
+                            inv,
+                            cgroups.as_deref(),
+                            &self.config.state_roots,
+                            &mut self.containers,
+                        )
+                        .map_err(|err| error_chain(&err))
                     }
                     Err(err) => Err(format!(
                         "command line not understood: {}",

@@ -43,6 +43,7 @@ impl Fixture {
         }
     }
 
+    /// A correlator whose only runtime state root is the fixture's directory.
     fn correlator(&self) -> Correlator<&FakeNode> {
         Correlator::new(
             &self.node,
@@ -51,6 +52,7 @@ impl Fixture {
                 node_name: "node-a".to_owned(),
                 max_pending: 16,
                 max_containers: 16,
+                state_roots: StateRoots::new([self.dir.path().to_owned()]).expect("a valid root"),
                 ..CorrelatorConfig::default()
             },
         )
@@ -361,6 +363,37 @@ fn unattributable_and_unparsable_runs_still_make_spans() {
     assert_eq!(odd.name, "runc (unparsed command line)");
     assert_eq!(c.stats().unattributed.load(Ordering::Relaxed), 2);
     assert_eq!(c.stats().unparsed.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn a_bundle_outside_the_state_roots_attributes_nothing() {
+    let f = Fixture::new();
+    let mut c = f.correlator();
+    // A look-alike runc pointing at a bundle it planted outside the runtime's state.
+    let planted = tempfile::tempdir().expect("temp dir");
+    let config = serde_json::json!({ "annotations": {
+        "io.kubernetes.cri.container-type": "container",
+        "io.kubernetes.cri.sandbox-uid": POD_UID,
+        "io.kubernetes.cri.sandbox-name": "web-0",
+        "io.kubernetes.cri.sandbox-namespace": "shop",
+    }});
+    std::fs::write(planted.path().join("config.json"), config.to_string()).expect("config.json");
+    let argv = [
+        "runc",
+        "create",
+        "--bundle",
+        planted.path().to_str().expect("utf-8"),
+        CONTAINER,
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let create = run_once(&mut c, 45, argv, 0);
+    assert!(create.pod.is_none(), "{:?}", create.pod);
+    let error = create.attr_str(keys::ATTRIBUTION_ERROR).expect("an error");
+    assert!(
+        error.contains("is not beneath a runtime state root"),
+        "{error}"
+    );
 }
 
 #[test]

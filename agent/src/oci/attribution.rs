@@ -9,6 +9,7 @@ use super::bundle::{BundleError, bundle_dir, read_bundle};
 use super::cache::ContainerCache;
 use super::cgroup::{PodCgroup, parse_proc_cgroup};
 use super::info::{ContainerInfo, ContainerKind};
+use crate::hostfs::StateRoots;
 use crate::model::{Attribute, PodRef, keys};
 
 /// Where the container's pod was found.
@@ -130,12 +131,13 @@ impl AttributionError {
 
 /// Finds the container and pod of a runtime run: first the cache (by the container id the
 /// command names, also as a sandbox id), then the bundle (its `--bundle`, or the directory of
-/// its `--log`; what it tells is cached), then the process's cgroup (`proc_cgroup`: the
-/// content of `/proc/<pid>/cgroup`, when the caller has it). A cgroup gives the pod UID; the
-/// cache may then add the pod's name. Never panics.
+/// its `--log`, read only beneath the runtime's `state_roots`; what it tells is cached), then
+/// the process's cgroup (`proc_cgroup`: the content of `/proc/<pid>/cgroup`, when the caller
+/// has it). A cgroup gives the pod UID; the cache may then add the pod's name. Never panics.
 pub fn attribute(
     invocation: &OciInvocation,
     proc_cgroup: Option<&str>,
+    state_roots: &StateRoots,
     cache: &mut ContainerCache,
 ) -> Result<Attribution, AttributionError> {
     let container_id = invocation.container_id();
@@ -146,7 +148,7 @@ pub fn attribute(
     }
 
     let bundle_error = match (container_id, bundle_dir(invocation)) {
-        (Some(id), Some(dir)) => match read_bundle(&dir, id) {
+        (Some(id), Some(dir)) => match read_bundle(state_roots, &dir, id) {
             Ok(info) => {
                 cache.insert(info.clone());
                 return Ok(Attribution {
@@ -262,6 +264,7 @@ fn from_cgroup(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hostfs::HostFsError;
     use crate::oci::bundle::CONFIG_FILE;
 
     const SANDBOX: &str = "5c93909cfb10e81c43f714152b5f553ad462af6cd5ca132e8f149ad526015588";
@@ -283,6 +286,11 @@ mod tests {
         OciInvocation::parse(argv).expect("argv parses")
     }
 
+    /// The state directory as the only state root.
+    fn roots(state: &tempfile::TempDir) -> StateRoots {
+        StateRoots::new([state.path().to_owned()]).expect("a valid root")
+    }
+
     /// A containerd-like state directory with one bundle per (id, config).
     fn bundles(configs: &[(&str, &str)]) -> tempfile::TempDir {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -302,6 +310,7 @@ mod tests {
     #[test]
     fn create_reads_the_bundle_and_later_runs_hit_the_cache() {
         let state = bundles(&[(CTR, CONTAINERD_CONTAINER)]);
+        let roots = roots(&state);
         let bundle = state.path().join(CTR);
         let bundle = bundle.to_str().expect("utf-8");
         let log = format!("{bundle}/log.json");
@@ -323,7 +332,7 @@ mod tests {
             &pid_file,
             CTR,
         ]);
-        let found = attribute(&create, None, &mut cache).expect("attributed");
+        let found = attribute(&create, None, &roots, &mut cache).expect("attributed");
         assert_eq!(found.source, AttributionSource::Bundle);
         assert_eq!(found.info.pod, web_0());
         assert_eq!(found.info.container_name.as_deref(), Some("app"));
@@ -340,7 +349,7 @@ mod tests {
             vec!["runc", "--log", log.as_str(), "kill", CTR, "15"],
             vec!["runc", "--log", log.as_str(), "delete", "--force", CTR],
         ] {
-            let found = attribute(&inv(&argv), None, &mut cache).expect("attributed");
+            let found = attribute(&inv(&argv), None, &roots, &mut cache).expect("attributed");
             assert_eq!(found.source, AttributionSource::Cache, "{argv:?}");
             assert_eq!(found.info.pod, web_0());
         }
@@ -349,12 +358,14 @@ mod tests {
     #[test]
     fn start_finds_the_bundle_through_its_log() {
         let state = bundles(&[(SANDBOX, CONTAINERD_SANDBOX)]);
+        let roots = roots(&state);
         let log = state.path().join(SANDBOX).join("log.json");
         let log = log.to_str().expect("utf-8");
         let mut cache = ContainerCache::new(16);
         let found = attribute(
             &inv(&["runc", "--log", log, "start", SANDBOX]),
             None,
+            &roots,
             &mut cache,
         )
         .expect("attributed");
@@ -367,7 +378,13 @@ mod tests {
     fn runc_init_is_attributed_by_its_cgroup() {
         let mut cache = ContainerCache::new(16);
         let init = inv(&["runc", "init"]);
-        let found = attribute(&init, Some(&proc_cgroup(CTR)), &mut cache).expect("attributed");
+        let found = attribute(
+            &init,
+            Some(&proc_cgroup(CTR)),
+            &StateRoots::default(),
+            &mut cache,
+        )
+        .expect("attributed");
         assert_eq!(found.source, AttributionSource::Cgroup);
         assert_eq!(found.info.container_id, CTR);
         assert_eq!(found.info.kind, None);
@@ -385,6 +402,7 @@ mod tests {
     #[test]
     fn cgroup_container_known_to_the_cache() {
         let state = bundles(&[(CTR, CONTAINERD_CONTAINER)]);
+        let roots = roots(&state);
         let mut cache = ContainerCache::new(16);
         let bundle = state.path().join(CTR);
         let create = inv(&[
@@ -394,10 +412,15 @@ mod tests {
             bundle.to_str().expect("utf-8"),
             CTR,
         ]);
-        attribute(&create, None, &mut cache).expect("attributed");
+        attribute(&create, None, &roots, &mut cache).expect("attributed");
 
-        let found = attribute(&inv(&["runc", "init"]), Some(&proc_cgroup(CTR)), &mut cache)
-            .expect("attributed");
+        let found = attribute(
+            &inv(&["runc", "init"]),
+            Some(&proc_cgroup(CTR)),
+            &roots,
+            &mut cache,
+        )
+        .expect("attributed");
         assert_eq!(found.source, AttributionSource::Cache);
         assert_eq!(found.info.container_name.as_deref(), Some("app"));
     }
@@ -406,8 +429,13 @@ mod tests {
     fn cgroup_pod_known_to_the_cache() {
         let mut cache = ContainerCache::new(16);
         cache.insert_sandbox(SANDBOX, web_0());
-        let found = attribute(&inv(&["runc", "init"]), Some(&proc_cgroup(CTR)), &mut cache)
-            .expect("attributed");
+        let found = attribute(
+            &inv(&["runc", "init"]),
+            Some(&proc_cgroup(CTR)),
+            &StateRoots::default(),
+            &mut cache,
+        )
+        .expect("attributed");
         assert_eq!(found.source, AttributionSource::Cgroup);
         assert_eq!(found.info.pod, web_0());
         assert_eq!(found.info.kind, Some(ContainerKind::Container));
@@ -418,8 +446,13 @@ mod tests {
     fn a_known_sandbox_is_a_cache_hit() {
         let mut cache = ContainerCache::new(16);
         cache.insert_sandbox(SANDBOX, web_0());
-        let found =
-            attribute(&inv(&["runc", "kill", SANDBOX, "9"]), None, &mut cache).expect("attributed");
+        let found = attribute(
+            &inv(&["runc", "kill", SANDBOX, "9"]),
+            None,
+            &StateRoots::default(),
+            &mut cache,
+        )
+        .expect("attributed");
         assert_eq!(found.source, AttributionSource::Cache);
         assert_eq!(found.info.kind, Some(ContainerKind::Sandbox));
         assert_eq!(found.info.pod, web_0());
@@ -429,8 +462,13 @@ mod tests {
     fn cgroup_of_the_pod_only_with_a_named_container() {
         let mut cache = ContainerCache::new(16);
         let content = format!("0::/kubepods/besteffort/pod{UID}\n");
-        let found = attribute(&inv(&["runc", "kill", CTR]), Some(&content), &mut cache)
-            .expect("attributed");
+        let found = attribute(
+            &inv(&["runc", "kill", CTR]),
+            Some(&content),
+            &StateRoots::default(),
+            &mut cache,
+        )
+        .expect("attributed");
         assert_eq!(found.source, AttributionSource::Cgroup);
         assert_eq!(found.info.container_id, CTR);
         assert_eq!(found.info.pod.uid, UID);
@@ -442,6 +480,7 @@ mod tests {
         let err = attribute(
             &inv(&["runc", "kill", CTR]),
             Some(&proc_cgroup(OTHER)),
+            &StateRoots::default(),
             &mut cache,
         )
         .expect_err("not attributed");
@@ -459,6 +498,7 @@ mod tests {
         let err = attribute(
             &inv(&["runc", "--root", "/r", "kill", CTR, "9"]),
             None,
+            &StateRoots::default(),
             &mut cache,
         )
         .expect_err("not attributed");
@@ -468,7 +508,13 @@ mod tests {
                 "container {CTR} is not cached, `runc kill` tells no bundle, and no cgroup was given"
             )
         );
-        let err = attribute(&inv(&["runc", "list"]), None, &mut cache).expect_err("not attributed");
+        let err = attribute(
+            &inv(&["runc", "list"]),
+            None,
+            &StateRoots::default(),
+            &mut cache,
+        )
+        .expect_err("not attributed");
         assert_eq!(err.reason(), "no_container_id");
         assert_eq!(
             err.to_string(),
@@ -477,6 +523,7 @@ mod tests {
         let err = attribute(
             &inv(&["runc", "init"]),
             Some("0::/system.slice/containerd.service\n"),
+            &StateRoots::default(),
             &mut cache,
         )
         .expect_err("not attributed");
@@ -490,6 +537,7 @@ mod tests {
         let err = attribute(
             &inv(&["runc", "init"]),
             Some(&format!("0::/kubepods/pod{UID}\n")),
+            &StateRoots::default(),
             &mut cache,
         )
         .expect_err("not attributed");
@@ -503,6 +551,7 @@ mod tests {
         let err = attribute(
             &inv(&["runc", "init"]),
             Some("\u{0}garbage::\n:::\n"),
+            &StateRoots::default(),
             &mut cache,
         )
         .expect_err("not attributed");
@@ -518,18 +567,22 @@ mod tests {
     #[test]
     fn a_deleted_bundle_is_reported_with_its_cause() {
         let state = tempfile::tempdir().expect("tempdir");
+        let roots = roots(&state);
         let log = state.path().join(CTR).join("log.json");
         let mut cache = ContainerCache::new(16);
         let err = attribute(
             &inv(&["runc", "--log", log.to_str().expect("utf-8"), "delete", CTR]),
             None,
+            &roots,
             &mut cache,
         )
         .expect_err("not attributed");
         assert!(matches!(
             &err,
             AttributionError::Bundle {
-                source: BundleError::Missing { .. },
+                source: BundleError::File {
+                    source: HostFsError::Missing { .. }
+                },
                 cgroup: CgroupMiss::NotGiven,
                 ..
             }
@@ -548,9 +601,46 @@ mod tests {
         let found = attribute(
             &inv(&["runc", "--log", log.to_str().expect("utf-8"), "delete", CTR]),
             Some(&proc_cgroup(CTR)),
+            &roots,
             &mut cache,
         )
         .expect("attributed");
         assert_eq!(found.source, AttributionSource::Cgroup);
+    }
+
+    #[test]
+    fn a_bundle_outside_the_state_roots_is_not_read_and_the_cgroup_decides() {
+        let state = bundles(&[]);
+        let planted = bundles(&[(CTR, CONTAINERD_CONTAINER)]);
+        let bundle = planted.path().join(CTR);
+        let create = inv(&[
+            "runc",
+            "create",
+            "--bundle",
+            bundle.to_str().expect("utf-8"),
+            CTR,
+        ]);
+        let mut cache = ContainerCache::new(16);
+        let err = attribute(&create, None, &roots(&state), &mut cache).expect_err("refused");
+        assert!(
+            matches!(
+                &err,
+                AttributionError::Bundle {
+                    source: BundleError::File {
+                        source: HostFsError::OutsideRoots { .. }
+                    },
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(
+            cache.is_empty(),
+            "nothing from the planted bundle is cached"
+        );
+        let found = attribute(&create, Some(&proc_cgroup(CTR)), &roots(&state), &mut cache)
+            .expect("attributed");
+        assert_eq!(found.source, AttributionSource::Cgroup);
+        assert_eq!(found.info.container_name, None);
     }
 }

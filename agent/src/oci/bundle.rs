@@ -7,7 +7,6 @@
 //! `linux.cgroupsPath` may still (`.../pod<uid>/<id>`).
 
 use std::collections::BTreeMap;
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -16,6 +15,7 @@ use thiserror::Error;
 use super::argv::{OciCommand, OciInvocation};
 use super::cgroup::parse_cgroups_path;
 use super::info::{ContainerInfo, ContainerKind};
+use crate::hostfs::{HostFsError, StateRoots};
 use crate::model::PodRef;
 
 /// The spec's file name inside a bundle.
@@ -55,16 +55,13 @@ pub mod crio_keys {
 /// Why a bundle told no pod.
 #[derive(Debug, Error)]
 pub enum BundleError {
-    #[error("bundle config {path} does not exist")]
-    Missing { path: PathBuf },
-    #[error("cannot read bundle config {path}")]
-    Unreadable {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
+    /// `config.json` was refused (not beneath a state root, a symlink, not a regular file, too
+    /// large) or could not be read.
+    #[error(transparent)]
+    File {
+        #[from]
+        source: HostFsError,
     },
-    #[error("bundle config {path} is larger than {limit} bytes")]
-    TooLarge { path: PathBuf, limit: u64 },
     #[error("bundle config {path} is not a valid OCI spec")]
     BadJson {
         path: PathBuf,
@@ -120,39 +117,29 @@ impl BundleConfig {
     }
 }
 
-/// Reads `<bundle>/config.json`.
-pub fn read_config(bundle: &Path) -> Result<BundleConfig, BundleError> {
-    read_config_limited(bundle, MAX_CONFIG_BYTES)
+/// Reads `<bundle>/config.json`, only beneath one of the runtime's state roots and under the
+/// rules of [`StateRoots::read_file`] (`bundle` comes from a command line a tenant can write).
+pub fn read_config(roots: &StateRoots, bundle: &Path) -> Result<BundleConfig, BundleError> {
+    read_config_limited(roots, bundle, MAX_CONFIG_BYTES)
 }
 
-fn read_config_limited(bundle: &Path, limit: u64) -> Result<BundleConfig, BundleError> {
+fn read_config_limited(
+    roots: &StateRoots,
+    bundle: &Path,
+    limit: u64,
+) -> Result<BundleConfig, BundleError> {
     let path = bundle.join(CONFIG_FILE);
-    let unreadable = |path: &Path, source: std::io::Error| {
-        if source.kind() == std::io::ErrorKind::NotFound {
-            BundleError::Missing {
-                path: path.to_owned(),
-            }
-        } else {
-            BundleError::Unreadable {
-                path: path.to_owned(),
-                source,
-            }
-        }
-    };
-    let file = std::fs::File::open(&path).map_err(|e| unreadable(&path, e))?;
-    let mut bytes = Vec::new();
-    file.take(limit.saturating_add(1))
-        .read_to_end(&mut bytes)
-        .map_err(|e| unreadable(&path, e))?;
-    if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > limit {
-        return Err(BundleError::TooLarge { path, limit });
-    }
+    let bytes = roots.read_file(&path, limit)?;
     BundleConfig::from_json(&bytes).map_err(|source| BundleError::BadJson { path, source })
 }
 
-/// Reads the bundle of container `container_id` and tells its pod.
-pub fn read_bundle(bundle: &Path, container_id: &str) -> Result<ContainerInfo, BundleError> {
-    container_info(&read_config(bundle)?, container_id)
+/// Reads the bundle of container `container_id` (see [`read_config`]) and tells its pod.
+pub fn read_bundle(
+    roots: &StateRoots,
+    bundle: &Path,
+    container_id: &str,
+) -> Result<ContainerInfo, BundleError> {
+    container_info(&read_config(roots, bundle)?, container_id)
 }
 
 /// The container and pod a spec describes (containerd or CRI-O annotations).
@@ -238,9 +225,9 @@ pub fn container_info(
 
 /// The bundle directory of a runtime run, when the command line tells it: the `--bundle` of
 /// `create`, `run` and `restore`, else the directory of a `--log .../log.json` (containerd keeps
-/// the log in the bundle). A relative path is returned as is: it is relative to the runtime
-/// process's working directory. `None` otherwise (the runtime's state directory does not
-/// tell the bundle).
+/// the log in the bundle). A relative path is returned as is (it is relative to the runtime
+/// process's working directory, so [`read_config`] refuses it). `None` otherwise (the runtime's
+/// state directory does not tell the bundle).
 pub fn bundle_dir(invocation: &OciInvocation) -> Option<PathBuf> {
     let flag = match &invocation.command {
         OciCommand::Create(args) | OciCommand::Run(args) => args.bundle.as_deref(),
@@ -456,56 +443,180 @@ mod tests {
         );
     }
 
+    /// A runtime state root in a temporary directory, with containerd's bundle layout.
+    struct State {
+        dir: tempfile::TempDir,
+        roots: StateRoots,
+    }
+
+    impl State {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let roots = StateRoots::new([dir.path().to_owned()]).expect("a valid root");
+            Self { dir, roots }
+        }
+
+        /// `<state>/io.containerd.runtime.v2.task/k8s.io/<id>`, created.
+        fn bundle(&self, id: &str) -> PathBuf {
+            let bundle = self
+                .dir
+                .path()
+                .join("io.containerd.runtime.v2.task/k8s.io")
+                .join(id);
+            std::fs::create_dir_all(&bundle).expect("mkdir");
+            bundle
+        }
+    }
+
+    fn hostfs_error(err: &BundleError) -> &HostFsError {
+        match err {
+            BundleError::File { source } => source,
+            other => panic!("not a file error: {other:?}"),
+        }
+    }
+
     #[test]
     fn reads_a_bundle_from_disk() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        write_bundle(dir.path(), CONTAINERD_CONTAINER);
-        let info = read_bundle(dir.path(), CTR).expect("a pod");
+        let state = State::new();
+        let bundle = state.bundle(CTR);
+        write_bundle(&bundle, CONTAINERD_CONTAINER);
+        let info = read_bundle(&state.roots, &bundle, CTR).expect("a pod");
         assert_eq!(info.pod, web_0());
         assert_eq!(info.container_name.as_deref(), Some("app"));
     }
 
     #[test]
     fn missing_bundle() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let gone = dir.path().join("deleted");
-        let err = read_bundle(&gone, CTR).expect_err("no bundle");
-        assert!(matches!(&err, BundleError::Missing { path } if *path == gone.join(CONFIG_FILE)));
-        let err = read_bundle(dir.path(), CTR).expect_err("no config.json");
-        assert!(matches!(err, BundleError::Missing { .. }));
+        let state = State::new();
+        let gone = state.dir.path().join("deleted");
+        let err = read_bundle(&state.roots, &gone, CTR).expect_err("no bundle");
+        assert!(
+            matches!(hostfs_error(&err), HostFsError::Missing { path } if *path == gone.join(CONFIG_FILE)),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!("{} does not exist", gone.join(CONFIG_FILE).display())
+        );
+        let err = read_bundle(&state.roots, &state.bundle(CTR), CTR).expect_err("no config.json");
+        assert!(matches!(hostfs_error(&err), HostFsError::Missing { .. }));
     }
 
     #[test]
-    fn unreadable_config() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        // A directory where the file should be: open works, read fails (EISDIR).
-        std::fs::create_dir(dir.path().join(CONFIG_FILE)).expect("mkdir");
-        let err = read_bundle(dir.path(), CTR).expect_err("unreadable");
-        assert!(matches!(err, BundleError::Unreadable { .. }), "{err:?}");
-        assert!(std::error::Error::source(&err).is_some());
+    fn a_directory_as_config_is_refused() {
+        let state = State::new();
+        let bundle = state.bundle(CTR);
+        std::fs::create_dir(bundle.join(CONFIG_FILE)).expect("mkdir");
+        let err = read_bundle(&state.roots, &bundle, CTR).expect_err("not a file");
+        assert!(
+            matches!(
+                hostfs_error(&err),
+                HostFsError::NotRegular {
+                    kind: "directory",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_bundle_outside_the_state_roots_is_not_read() {
+        let state = State::new();
+        let elsewhere = tempfile::tempdir().expect("tempdir");
+        write_bundle(elsewhere.path(), CONTAINERD_CONTAINER);
+        let err = read_bundle(&state.roots, elsewhere.path(), CTR).expect_err("outside");
+        assert!(
+            matches!(hostfs_error(&err), HostFsError::OutsideRoots { .. }),
+            "{err:?}"
+        );
+        // A relative --bundle (relative to the runtime's working directory, not the agent's).
+        let err = read_bundle(&state.roots, Path::new("."), CTR).expect_err("relative");
+        assert!(
+            matches!(hostfs_error(&err), HostFsError::NotNormal { .. }),
+            "{err:?}"
+        );
+        // `..` out of a root.
+        let escape = state.dir.path().join("..").join(
+            elsewhere
+                .path()
+                .file_name()
+                .expect("a temporary directory has a name"),
+        );
+        let err = read_bundle(&state.roots, &escape, CTR).expect_err("escape");
+        assert!(
+            matches!(hostfs_error(&err), HostFsError::NotNormal { .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_planted_symlink_or_fifo_as_config_is_refused_without_blocking() {
+        let state = State::new();
+        let outside = tempfile::tempdir().expect("tempdir");
+        write_bundle(outside.path(), CONTAINERD_CONTAINER);
+        let linked = state.bundle(CTR);
+        std::os::unix::fs::symlink(outside.path().join(CONFIG_FILE), linked.join(CONFIG_FILE))
+            .expect("symlink");
+        let err = read_bundle(&state.roots, &linked, CTR).expect_err("a symlink");
+        assert!(
+            matches!(hostfs_error(&err), HostFsError::Symlink { .. }),
+            "{err:?}"
+        );
+
+        let fifo = state.bundle(SANDBOX);
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            fifo.join(CONFIG_FILE),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .expect("mkfifo");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let roots = state.roots.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(read_bundle(&roots, &fifo, SANDBOX));
+        });
+        let err = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("reading a FIFO config.json blocked")
+            .expect_err("a FIFO");
+        assert!(
+            matches!(
+                hostfs_error(&err),
+                HostFsError::NotRegular { kind: "FIFO", .. }
+            ),
+            "{err:?}"
+        );
     }
 
     #[test]
     fn bad_json() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        write_bundle(dir.path(), r#"{"annotations": {"a": "#);
-        let err = read_bundle(dir.path(), CTR).expect_err("bad json");
+        let state = State::new();
+        let bundle = state.bundle(CTR);
+        write_bundle(&bundle, r#"{"annotations": {"a": "#);
+        let err = read_bundle(&state.roots, &bundle, CTR).expect_err("bad json");
         assert!(matches!(err, BundleError::BadJson { .. }));
         assert!(std::error::Error::source(&err).is_some());
         // Annotations must be strings.
-        write_bundle(dir.path(), r#"{"annotations": {"a": 1}}"#);
-        let err = read_bundle(dir.path(), CTR).expect_err("bad json");
+        write_bundle(&bundle, r#"{"annotations": {"a": 1}}"#);
+        let err = read_bundle(&state.roots, &bundle, CTR).expect_err("bad json");
         assert!(matches!(err, BundleError::BadJson { .. }));
     }
 
     #[test]
     fn too_large_config() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        write_bundle(dir.path(), CONTAINERD_CONTAINER);
-        let err = read_config_limited(dir.path(), 100).expect_err("too large");
-        assert!(matches!(err, BundleError::TooLarge { limit: 100, .. }));
+        let state = State::new();
+        let bundle = state.bundle(CTR);
+        write_bundle(&bundle, CONTAINERD_CONTAINER);
+        let err = read_config_limited(&state.roots, &bundle, 100).expect_err("too large");
+        assert!(
+            matches!(hostfs_error(&err), HostFsError::TooLarge { limit: 100, .. }),
+            "{err:?}"
+        );
         let size = u64::try_from(CONTAINERD_CONTAINER.len()).expect("fits");
-        read_config_limited(dir.path(), size).expect("exactly at the limit");
+        read_config_limited(&state.roots, &bundle, size).expect("exactly at the limit");
     }
 
     fn invocation(argv: &[&str]) -> OciInvocation {

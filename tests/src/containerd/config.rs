@@ -52,6 +52,16 @@ impl ContainerdLayout {
         }
     }
 
+    /// The layout whose gRPC socket is `socket`, when `socket` is absolute, named as
+    /// [`new`](Self::new) names it, and next to a generated config file (so a node's own
+    /// `/run/containerd/containerd.sock` is not taken for one): how a helper that was handed
+    /// only the CRI socket finds the state directory (`--runtime-state-root` of the agent).
+    pub fn of_socket(socket: &Path) -> Option<Self> {
+        let layout = Self::new(socket.parent()?);
+        (socket.is_absolute() && layout.socket == socket && layout.config.is_file())
+            .then_some(layout)
+    }
+
     /// The directory holding the bundles of the CRI's tasks.
     pub fn bundles_dir(&self) -> PathBuf {
         self.state
@@ -201,6 +211,32 @@ mod tests {
             layout.bundle("abc"),
             Path::new("/tmp/ntb-x/state/io.containerd.runtime.v2.task/k8s.io/abc")
         );
+    }
+
+    #[test]
+    fn the_state_directory_is_found_from_the_socket_alone() {
+        let work = tempfile::tempdir().expect("tempdir");
+        let layout = ContainerdLayout::new(work.path());
+        assert!(
+            ContainerdLayout::of_socket(&layout.socket).is_none(),
+            "no config file yet"
+        );
+        std::fs::write(&layout.config, "version = 3\n").expect("write the config");
+        let found = ContainerdLayout::of_socket(&layout.socket).expect("a testbed socket");
+        assert_eq!(found.state, work.path().join("state"));
+        let no_runtime = work.path().join("no-runtime.sock");
+        for other in [
+            Path::new("/run/containerd/containerd.sock.ttrpc"),
+            no_runtime.as_path(),
+            Path::new("containerd.sock"),
+            Path::new("/"),
+        ] {
+            assert!(
+                ContainerdLayout::of_socket(other).is_none(),
+                "{}",
+                other.display()
+            );
+        }
     }
 
     #[test]

@@ -15,7 +15,9 @@ use nodetrace::{
     },
     cli::{Cli, Command},
 };
-use nodetrace_testbed::{CallWindow, CriCall, LifecycleReport, cri::PodIdentity};
+use nodetrace_testbed::{
+    CallWindow, CriCall, LifecycleReport, containerd::ContainerdLayout, cri::PodIdentity,
+};
 use serde_json::Value;
 use std::{
     collections::BTreeMap,
@@ -102,8 +104,9 @@ pub struct Agent {
 
 impl Agent {
     /// Starts the agent from its own command line (`nodetrace agent` with `--listen` on a free
-    /// port, `--data-dir`, `--cri-socket` and the test's `flags`, parsed like a user's, so options
-    /// added later keep their defaults here), and waits until it is `ready`.
+    /// port, `--data-dir`, `--cri-socket`, `--runtime-state-root` when the socket is a testbed
+    /// containerd's, and the test's `flags`, parsed like a user's, so options added later keep
+    /// their defaults here), and waits until it is `ready`.
     pub async fn start(
         data_dir: &Path,
         cri_socket: &Path,
@@ -121,6 +124,12 @@ impl Agent {
             format!("--cri-socket={}", cri_socket.display()),
         ]
         .into_iter()
+        // The private containerd keeps its bundles and pid files in its own state directory,
+        // the only place the agent then reads them from.
+        .chain(
+            ContainerdLayout::of_socket(cri_socket)
+                .map(|layout| format!("--runtime-state-root={}", layout.state.display())),
+        )
         .chain(flags);
         let args = match Cli::try_parse_from(argv).expect("agent flags").command {
             Command::Agent(args) => args,

@@ -117,6 +117,8 @@ async fn demo(binary: &Path, work: &Path, args: &DemoArgs) -> anyhow::Result<()>
             .arg(work.join("agent-data"))
             .arg("--cri-socket")
             .arg(testbed.containerd().socket())
+            .arg("--runtime-state-root")
+            .arg(testbed.containerd().state_dir())
             .stdin(Stdio::null())
             .spawn()
             .with_context(|| format!("cannot start {}", binary.display()))?,

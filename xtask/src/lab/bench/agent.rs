@@ -3,7 +3,9 @@
 //! attached, stopped with SIGTERM; SIGTERM then SIGKILL when dropped.
 
 use anyhow::{Context as _, bail};
+use nodetrace_testbed::containerd::ContainerdLayout;
 use serde_json::Value;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -24,7 +26,8 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Starts `binary agent` with data under `dir`, tracing CRI calls on `cri_socket`; when
+    /// Starts `binary agent` with data under `dir`, tracing CRI calls on `cri_socket` (and
+    /// reading bundles in its state directory when it is a testbed containerd's); when
     /// `with_cri`, waits for the CRI probes too.
     pub async fn start(
         binary: &Path,
@@ -36,6 +39,8 @@ impl Agent {
         let port = free_port()?;
         let log = dir.join("agent.log");
         let log_file = std::fs::File::create(&log)?;
+        let state_root = ContainerdLayout::of_socket(cri_socket)
+            .map(|layout| [OsString::from("--runtime-state-root"), layout.state.into()]);
         let child = Command::new(binary)
             .arg("agent")
             .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -43,6 +48,7 @@ impl Agent {
             .arg(dir.join("data"))
             .arg("--cri-socket")
             .arg(cri_socket)
+            .args(state_root.into_iter().flatten())
             .args(["--node-name", "bench-node"])
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
