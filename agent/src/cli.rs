@@ -134,6 +134,26 @@ pub struct AgentArgs {
     /// Put the CRI uprobes on this runtime binary instead of the one serving --cri-socket.
     #[arg(long, env = "NODETRACE_RUNTIME_BINARY")]
     pub runtime_binary: Option<PathBuf>,
+    /// A stage of the agent (reader, correlator, store writer) that has work queued but makes
+    /// no progress for this long fails /healthz, naming the stage (kubelet then restarts the
+    /// agent). A stage that stops ends the agent with an error at once.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub stall_timeout: Duration,
+    /// Test only (built with the `test-faults` feature): `kill:<stage>` or `stall:<stage>`
+    /// breaks that stage at its next unit of work.
+    #[cfg(feature = "test-faults")]
+    #[arg(long, hide = true)]
+    pub test_fault: Option<String>,
+    /// An OCI runtime binary to follow besides the runc, crun and youki found by name in the
+    /// host's program directories and the container runtime's PATH (an absolute path on the
+    /// host; repeat for more). Runtime runs are followed only when their executable is one of
+    /// these files (by device and inode); a program merely named runc is not.
+    #[arg(
+        long = "oci-runtime-binary",
+        env = "NODETRACE_OCI_RUNTIME_BINARIES",
+        value_delimiter = ','
+    )]
+    pub oci_runtime_binaries: Vec<PathBuf>,
     /// Also push every span to this OpenTelemetry collector (gRPC: `http://host:4317`;
     /// with `--otlp-protocol http`: `http://host:4318`). Off when not set.
     #[arg(long, env = "NODETRACE_OTLP_ENDPOINT")]

@@ -143,7 +143,7 @@ pub fn reference() -> String {
     };
     for arg in agent.get_arguments() {
         let Some(long) = arg.get_long() else { continue };
-        if matches!(long, "help" | "version") {
+        if matches!(long, "help" | "version") || arg.is_hide_set() {
             continue;
         }
         let env = arg

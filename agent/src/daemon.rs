@@ -22,9 +22,13 @@ use crate::{
     hostfs::StateRoots,
     k8s::{KubeHealth, PodDirectory, PodDirectoryConfig, PodWatcher},
     metrics::{self, HttpMetrics, MetricSources, Metrics, ProbeCounts},
+    oci::binaries::BinarySearch,
     redact::Redactor,
     store::{Store, StoreConfig},
+    supervise::{Progress, StageWatch, Supervisor},
 };
+#[cfg(feature = "test-faults")]
+use crate::supervise::faults;
 
 /// Capacity of the queue between the ring-buffer reader and the correlator.
 const KERNEL_EVENT_QUEUE: usize = 65_536;
@@ -76,9 +80,34 @@ pub async fn run_until(
         .store(probes.attached().len() as u64, Ordering::Relaxed);
     let probes = Arc::new(Mutex::new(probes));
 
+    let supervisor = Supervisor::new(args.stall_timeout);
+    supervisor.watch(StageWatch {
+        name: "store writer",
+        task: Some(writer.abort_handle()),
+        progress: Some((
+            {
+                let sink = sink.clone();
+                Box::new(move || {
+                    let stats = sink.stats();
+                    stats.committed + stats.lost
+                })
+            },
+            {
+                let sink = sink.clone();
+                Box::new(move || sink.queued())
+            },
+        )),
+    });
+
     let (events_tx, mut events_rx) = mpsc::channel::<KernelEvent>(KERNEL_EVENT_QUEUE);
+    let queued_events = events_tx.downgrade();
     let reader_stats = Arc::new(ReaderStats::default());
     let reader = tokio::spawn(run_reader(ring, events_tx, reader_stats.clone()));
+    supervisor.watch(StageWatch {
+        name: "ring-buffer reader",
+        task: Some(reader.abort_handle()),
+        progress: None,
+    });
 
     let redactor = Redactor::new(args.argv_capture, &args.redact_patterns)
         .context("cannot use --redact-pattern")?;
@@ -138,16 +167,39 @@ pub async fn run_until(
             sockets: args.cri_sockets.clone(),
             runtime_binary: args.runtime_binary.clone(),
             interval: RUNTIME_POLL,
+            binaries: BinarySearch {
+                extra: args.oci_runtime_binaries.clone(),
+                ..BinarySearch::default()
+            },
         },
         probes.clone(),
         readiness.clone(),
         probe_counts.clone(),
         service_tx,
     );
+    #[cfg(feature = "test-faults")]
+    let fault = match args.test_fault.as_deref().map(faults::parse).transpose() {
+        Ok(fault) => fault.filter(|(_, stage)| stage == "correlator"),
+        Err(reason) => anyhow::bail!("--test-fault: {reason}"),
+    };
+    let correlated = Progress::default();
     // The correlator reads bundles and /proc files as it goes: it runs on a thread of its own
     // rather than on the async workers.
+    let correlator_progress = correlated.clone();
     let correlator_task = tokio::task::spawn_blocking(move || {
         while let Some(event) = events_rx.blocking_recv() {
+            #[cfg(feature = "test-faults")]
+            match fault {
+                Some((faults::Fault::Kill, _)) => return,
+                Some((faults::Fault::Stall, _)) => {
+                    while !events_rx.is_closed() {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    return;
+                }
+                None => {}
+            }
+            correlator_progress.advance();
             if service_rx.has_changed().unwrap_or(false) {
                 correlator.set_cri_service(&service_rx.borrow_and_update());
             }
@@ -161,10 +213,29 @@ pub async fn run_until(
             }
         }
     });
+    supervisor.watch(StageWatch {
+        name: "correlator",
+        task: Some(correlator_task.abort_handle()),
+        progress: Some((
+            correlated.gauge(),
+            Box::new(move || {
+                queued_events
+                    .upgrade()
+                    .map_or(0, |tx| (tx.max_capacity() - tx.capacity()) as u64)
+            }),
+        )),
+    });
     // The first look is awaited so that a runtime already running is traced from the start.
     watcher.tick().await;
     let (stop_watcher, watcher_stopped) = watch::channel(false);
     let watcher_task = tokio::spawn(watcher.run(watcher_stopped));
+    supervisor.watch(StageWatch {
+        name: "CRI watcher",
+        task: Some(watcher_task.abort_handle()),
+        progress: None,
+    });
+    let died = Arc::new(Mutex::new(Vec::new()));
+    let shutdown = stop_when_a_stage_dies(shutdown, supervisor.clone(), died.clone());
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -179,7 +250,9 @@ pub async fn run_until(
         ));
     }
     let app = api::router(
-        ApiState::new(store, readiness, token).with_cluster_name(args.cluster_name.clone()),
+        ApiState::new(store, readiness, token)
+            .with_cluster_name(args.cluster_name.clone())
+            .with_supervisor(supervisor),
     )
     .merge(metrics_routes)
     .layer(from_fn_with_state(http_metrics, metrics::track_http));
@@ -205,7 +278,32 @@ pub async fn run_until(
             Err(err) => tracing::warn!(error = %err, "stopping the OTLP export failed"),
         }
     }
+    let died = died.lock().map(|d| d.clone()).unwrap_or_default();
+    if !died.is_empty() {
+        anyhow::bail!("stage(s) stopped while the agent ran: {}", died.join(", "));
+    }
     Ok(())
+}
+
+/// How often the supervisor looks at the stages.
+const SUPERVISION_INTERVAL: Duration = Duration::from_secs(1);
+
+/// `shutdown`, or the death of a stage (whose names are then put in `died`): either one stops
+/// the agent, in order; a death makes it end with an error.
+async fn stop_when_a_stage_dies(
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    supervisor: Arc<Supervisor>,
+    died: Arc<Mutex<Vec<&'static str>>>,
+) {
+    tokio::select! {
+        () = shutdown => {}
+        dead = supervisor.until_a_stage_dies(SUPERVISION_INTERVAL) => {
+            tracing::error!(stages = ?dead, "a stage stopped; the agent stops so that it is restarted");
+            if let Ok(mut died) = died.lock() {
+                *died = dead;
+            }
+        }
+    }
 }
 
 /// The directory of this node's pods from the Kubernetes API, or a disabled one (with the

@@ -21,3 +21,4 @@ pub mod oci;
 pub mod query;
 pub mod redact;
 pub mod store;
+pub mod supervise;

@@ -3,14 +3,15 @@
 use super::format::{Format, TraceSpans, group_into_traces};
 use super::params::{ParamError, PodSelector, TraceRequest, parse_trace_query};
 use super::router::ApiState;
+use super::serve::RequestSlot;
 use crate::model::Span;
 use crate::store::{Store, StoreError};
-use axum::Json;
+use axum::{Extension, Json};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Why a request failed; answered as `{"error": "<message and causes>"}`.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +41,10 @@ pub enum ApiError {
         #[source]
         source: serde_json::Error,
     },
+    /// The request waited for a free request slot and ran for longer than the request timeout
+    /// (see `serve.rs`).
+    #[error("no answer within the request timeout of {timeout:?}: the agent is busy or the query too large")]
+    Timeout { timeout: Duration },
 }
 
 impl ApiError {
@@ -49,6 +54,7 @@ impl ApiError {
             Self::Store { .. } | Self::Task { .. } | Self::Encode { .. } => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
+            Self::Timeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -69,8 +75,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let message = message_chain(&self);
-        if status.is_server_error() {
-            tracing::error!(error = %message, "trace query failed");
+        match &self {
+            Self::Timeout { .. } => tracing::warn!(error = %message, "request timed out"),
+            _ if status.is_server_error() => tracing::error!(error = %message, "request failed"),
+            _ => {}
         }
         (status, Json(serde_json::json!({ "error": message }))).into_response()
     }
@@ -86,6 +94,7 @@ pub(super) fn now_unix_ns() -> u64 {
 /// `GET /api/traces`: a pod's spans in the window, grouped into traces, in the chosen format.
 pub async fn traces(
     State(state): State<ApiState>,
+    slot: Option<Extension<RequestSlot>>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(pairs) = query.map_err(|source| ApiError::Query { source })?;
@@ -93,7 +102,11 @@ pub async fn traces(
         parse_trace_query(&pairs, now_unix_ns()).map_err(|source| ApiError::Params { source })?;
     let store = state.store.clone();
     let lookup = request.clone();
-    let spans = tokio::task::spawn_blocking(move || fetch_spans(&store, &lookup))
+    let spans = tokio::task::spawn_blocking(move || {
+        // Held until the store read ends, even when the request has timed out meanwhile.
+        let _slot = slot;
+        fetch_spans(&store, &lookup)
+    })
         .await
         .map_err(|source| ApiError::Task { source })?
         .map_err(|source| ApiError::Store { source })?;
@@ -174,9 +187,19 @@ fn add_kelemetry_tags(traces: &mut [TraceSpans], cluster_name: Option<&str>) {
     }
 }
 
-/// `GET /healthz`: the process serves.
-pub async fn healthz() -> &'static str {
-    "ok"
+/// `GET /healthz`: `ok` while every stage lives and makes progress; else 503 with a JSON body
+/// that names each stage and what is wrong with it.
+pub async fn healthz(State(state): State<ApiState>) -> Response {
+    let problems = state
+        .supervisor
+        .as_ref()
+        .map(|supervisor| supervisor.problems())
+        .unwrap_or_default();
+    if problems.is_healthy() {
+        return "ok".into_response();
+    }
+    let body = serde_json::json!({ "status": "unhealthy", "problems": problems.describe() });
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
 }
 
 /// `GET /readyz`: 200 when every component is ready, else 503; the body lists them.

@@ -8,9 +8,11 @@
 //! - [`cgroup`]: tells the pod UID and container id from a cgroup path.
 //! - [`cache`]: remembers containers for the runs that come after their bundle is gone.
 //! - [`attribution`]: [`attribute`] ties a run to its container: cache, bundle, then cgroup.
+//! - [`binaries`]: which files are the runtime binaries the kernel side follows.
 
 pub mod argv;
 pub mod attribution;
+pub mod binaries;
 pub mod bundle;
 pub mod cache;
 pub mod cgroup;

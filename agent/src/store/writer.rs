@@ -82,9 +82,19 @@ impl SpanSink {
     pub fn stats(&self) -> WriterStats {
         self.counters.snapshot()
     }
+
+    /// Spans queued and not yet taken by the writer.
+    pub fn queued(&self) -> u64 {
+        (self.queue.max_capacity() - self.queue.capacity()) as u64
+    }
 }
 
 impl WriterHandle {
+    /// The writer task, for supervision (its end while the agent runs is a failure).
+    pub fn abort_handle(&self) -> tokio::task::AbortHandle {
+        self.task.abort_handle()
+    }
+
     /// Stops the writer: it refuses new spans, commits every span already queued, and ends.
     pub async fn shutdown(self) -> WriterStats {
         self.stop.send_replace(true);

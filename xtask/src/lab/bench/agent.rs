@@ -28,12 +28,14 @@ pub struct Agent {
 impl Agent {
     /// Starts `binary agent` with data under `dir`, tracing CRI calls on `cri_socket` (and
     /// reading bundles in its state directory when it is a testbed containerd's); when
-    /// `with_cri`, waits for the CRI probes too.
+    /// `with_cri`, waits for the CRI probes too. `runtimes` are followed as OCI runtime
+    /// binaries besides the ones found on the machine.
     pub async fn start(
         binary: &Path,
         dir: &Path,
         cri_socket: &Path,
         with_cri: bool,
+        runtimes: &[PathBuf],
     ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let port = free_port()?;
@@ -49,6 +51,11 @@ impl Agent {
             .arg("--cri-socket")
             .arg(cri_socket)
             .args(state_root.into_iter().flatten())
+            .args(
+                runtimes
+                    .iter()
+                    .flat_map(|path| [OsString::from("--oci-runtime-binary"), path.into()]),
+            )
             .args(["--node-name", "bench-node"])
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)

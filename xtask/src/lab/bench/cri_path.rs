@@ -100,7 +100,7 @@ pub async fn run(ctx: &Context, plan: &Plan) -> anyhow::Result<CriPath> {
                 (true, false) => {
                     agents += 1;
                     let dir = ctx.work.join(format!("cri-agent-{agents}"));
-                    let agent = Agent::start(&ctx.bins.agent, &dir, &socket, true).await?;
+                    let agent = Agent::start(&ctx.bins.agent, &dir, &socket, true, &[]).await?;
                     lifecycle(&testbed, &mut pods).await?; // warm-up after the probes attached
                     traced = Some(Traced {
                         counters: bpfstats::snapshot(agent.pid())?,

@@ -17,7 +17,7 @@ use super::{Context, helper_run};
 /// argv of the fake runtime runs (argv[0] and the command name are what the agent follows).
 const FAKE_RUNC_ARGV: &[&str] = &["runc", "--root", "/run/nodetrace-bench", "state", "bench"];
 
-/// A copy of /bin/true installed as `<dir>/runc`: the kernel side takes it for a runtime.
+/// A copy of /bin/true installed as `<dir>/runc`, given to the agent as a runtime binary.
 pub fn fake_runc(dir: &Path) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let path = dir.join("runc");
@@ -38,15 +38,17 @@ pub struct KernelCost {
 
 pub async fn run(ctx: &Context, plan: &Plan) -> anyhow::Result<(KernelCost, Freshness)> {
     let _stats = StatsEnabled::on()?;
+    // The fake runtime is followed because the agent is told it is a runtime binary.
+    let runc = fake_runc(&ctx.work.join("fake-runtime"))?;
     let agent = Agent::start(
         &ctx.bins.agent,
         &ctx.work.join("kernel-agent"),
         &ctx.no_runtime,
         false,
+        std::slice::from_ref(&runc),
     )
     .await?;
     let pid = agent.pid();
-    let runc = fake_runc(&ctx.work.join("fake-runtime"))?;
     let (nodetrace_exec_storm, nodetrace_runtime_runs) = {
         let before = bpfstats::snapshot(pid)?;
         helper_run::exec_loop(&ctx.bins.helper, plan.stats_execs, 0, &[]).await?;

@@ -6,6 +6,7 @@ use anyhow::{Context as _, bail};
 use nodetrace::api::{ApiState, Readiness};
 use nodetrace::correlate::{Correlator, CorrelatorConfig};
 use nodetrace::ebpf::WallClock;
+use nodetrace::hostfs::StateRoots;
 use nodetrace::store::{Store, StoreConfig};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
@@ -171,6 +172,8 @@ fn fill(store: &Store, bundle: &Path, pods: usize, spans_per_pod: usize) -> anyh
         CorrelatorConfig {
             node_name: "bench-node".to_owned(),
             max_containers: pods + 1024,
+            // The bundle is read only beneath a runtime state root: its parent stands for one.
+            state_roots: StateRoots::new(vec![bundle.parent().unwrap_or(bundle).to_owned()])?,
             ..CorrelatorConfig::default()
         },
     );
