@@ -56,6 +56,8 @@ pub struct TraceQuery {
     pub pod: PodSelector,
     pub start_us: Option<u64>,
     pub end_us: Option<u64>,
+    /// Most spans to ask for; more than the agent's cap ([`super::params::MAX_LIMIT`]) asks
+    /// for the cap.
     pub limit: Option<usize>,
 }
 
@@ -73,6 +75,8 @@ impl TraceQuery {
             pairs.push(("end", end.to_string()));
         }
         if let Some(limit) = self.limit {
+            // An agent refuses a limit above its cap rather than clipping it.
+            let limit = limit.min(super::params::MAX_LIMIT);
             pairs.push(("limit", limit.to_string()));
         }
         pairs.push(("format", "kelemetry".to_owned()));

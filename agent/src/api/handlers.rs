@@ -6,11 +6,11 @@ use super::router::ApiState;
 use super::serve::RequestSlot;
 use crate::model::Span;
 use crate::store::{Store, StoreError};
-use axum::{Extension, Json};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Why a request failed; answered as `{"error": "<message and causes>"}`.
@@ -43,7 +43,9 @@ pub enum ApiError {
     },
     /// The request waited for a free request slot and ran for longer than the request timeout
     /// (see `serve.rs`).
-    #[error("no answer within the request timeout of {timeout:?}: the agent is busy or the query too large")]
+    #[error(
+        "no answer within the request timeout of {timeout:?}: the agent is busy or the query too large"
+    )]
     Timeout { timeout: Duration },
 }
 
@@ -107,9 +109,9 @@ pub async fn traces(
         let _slot = slot;
         fetch_spans(&store, &lookup)
     })
-        .await
-        .map_err(|source| ApiError::Task { source })?
-        .map_err(|source| ApiError::Store { source })?;
+    .await
+    .map_err(|source| ApiError::Task { source })?
+    .map_err(|source| ApiError::Store { source })?;
     let mut traces = answer(spans, &request);
     if request.format == Format::Kelemetry {
         add_kelemetry_tags(&mut traces, state.cluster_name.as_deref());

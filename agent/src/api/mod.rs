@@ -10,12 +10,14 @@ pub mod pods;
 pub mod readiness;
 pub mod root_span;
 pub mod router;
+pub mod serve;
 pub mod waterfall;
 
 pub use auth::{ListenPolicyError, check_listen_policy};
 pub use params::PodSelector;
 pub use readiness::{ComponentState, Readiness, ReadinessReport};
 pub use router::{ApiState, router};
+pub use serve::{ServeLimits, bound_requests, serve};
 
 #[cfg(test)]
 mod tests;

@@ -1,13 +1,18 @@
 //! The query parameters of `GET /api/traces`, parsed and checked before the store is touched.
 //!
 //! `pod=<namespace>/<name>` or `pod_uid=<uid>` (exactly one), `start`/`end` in Unix microseconds
-//! (default: the 24 hours up to now), `limit` spans (default 1000, at most 100000) and
+//! (default: the 24 hours up to now), `limit` spans (default 1000, at most [`MAX_LIMIT`]) and
 //! `format=kelemetry|otlp|jaeger`. Other parameters (Kelemetry also sends `node`) are ignored.
 
 use super::format::Format;
 
+/// Spans in one answer when `limit` is not given.
 pub const DEFAULT_LIMIT: usize = 1000;
-pub const MAX_LIMIT: usize = 100_000;
+/// The most spans one answer may hold: a `limit` above it is refused (400), not clipped. A span
+/// is about 1 KiB of JSON, so one answer stays near 10 MiB (and the spans behind it in memory
+/// about as much again) however many spans the pod has; the request cap of the server
+/// (`serve::DEFAULT_MAX_REQUESTS`) bounds how many such answers are built at once.
+pub const MAX_LIMIT: usize = 10_000;
 /// The window when `start` is not given: 24 hours before `end`.
 pub const DEFAULT_WINDOW_NS: u64 = 24 * 3600 * 1_000_000_000;
 const MAX_NAME_LEN: usize = 253;
@@ -86,6 +91,11 @@ pub enum ParamError {
     StartAfterEnd { start_us: u64, end_us: u64 },
     #[error("`limit` must be a number of spans from 1 to {MAX_LIMIT}, got {value:?}")]
     BadLimit { value: String },
+    #[error(
+        "`limit` {value} is above the cap of {MAX_LIMIT} spans per answer: ask for at most \
+         {MAX_LIMIT}, or for a shorter window"
+    )]
+    LimitAboveCap { value: String },
     #[error("`{name}` must be a whole number from {min} to {max}, got {value:?}")]
     BadCount {
         name: &'static str,
@@ -235,9 +245,13 @@ fn parse_limit(text: &str) -> Result<usize, ParamError> {
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad());
     }
+    // All digits: a number too large for usize is above the cap too.
     match text.parse::<usize>() {
-        Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-        _ => Err(bad()),
+        Ok(0) => Err(bad()),
+        Ok(n) if n <= MAX_LIMIT => Ok(n),
+        _ => Err(ParamError::LimitAboveCap {
+            value: text.to_owned(),
+        }),
     }
 }
 
@@ -291,7 +305,7 @@ mod tests {
         let req = parse(&[("pod_uid", "abc"), ("end", "5")]).expect("valid");
         assert_eq!((req.start_unix_ns, req.end_unix_ns), (0, 5000));
         let req =
-            parse(&[("pod_uid", "abc"), ("format", "otlp"), ("limit", "100000")]).expect("valid");
+            parse(&[("pod_uid", "abc"), ("format", "otlp"), ("limit", "10000")]).expect("valid");
         assert_eq!((req.format, req.limit), (Format::Otlp, MAX_LIMIT));
     }
 
@@ -394,9 +408,19 @@ mod tests {
                 ParamError::BadLimit { value: "0".into() },
             ),
             (
-                &[("pod_uid", "u"), ("limit", "100001")],
-                ParamError::BadLimit {
-                    value: "100001".into(),
+                &[("pod_uid", "u"), ("limit", "10001")],
+                ParamError::LimitAboveCap {
+                    value: "10001".into(),
+                },
+            ),
+            (
+                &[("pod_uid", "u"), ("limit", "00")],
+                ParamError::BadLimit { value: "00".into() },
+            ),
+            (
+                &[("pod_uid", "u"), ("limit", "18446744073709551616")],
+                ParamError::LimitAboveCap {
+                    value: "18446744073709551616".into(),
                 },
             ),
             (

@@ -2,7 +2,7 @@
 //! the window, newest activity first, one page at a time.
 
 use axum::{
-    Json,
+    Extension, Json,
     extract::{Query, State, rejection::QueryRejection},
 };
 use serde::{Deserialize, Serialize};
@@ -11,6 +11,7 @@ use super::{
     handlers::ApiError,
     params::{ParamError, parse_count, parse_window},
     router::ApiState,
+    serve::RequestSlot,
 };
 use crate::store::PodSummary;
 
@@ -69,6 +70,7 @@ pub fn page(mut pods: Vec<PodSummary>, offset: usize, limit: usize) -> PodPage {
 /// The handler.
 pub async fn pods(
     State(state): State<ApiState>,
+    slot: Option<Extension<RequestSlot>>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Json<PodPage>, ApiError> {
     let Query(pairs) = query.map_err(|source| ApiError::Query { source })?;
@@ -80,10 +82,14 @@ pub async fn pods(
     };
     let (start, end, limit, offset) = params().map_err(|source| ApiError::Params { source })?;
     let store = state.store.clone();
-    let pods = tokio::task::spawn_blocking(move || store.pods(start, end))
-        .await
-        .map_err(|source| ApiError::Task { source })?
-        .map_err(|source| ApiError::Store { source })?;
+    let pods = tokio::task::spawn_blocking(move || {
+        // Held until the store read ends, even when the request has timed out meanwhile.
+        let _slot = slot;
+        store.pods(start, end)
+    })
+    .await
+    .map_err(|source| ApiError::Task { source })?
+    .map_err(|source| ApiError::Store { source })?;
     Ok(Json(page(pods, offset, limit)))
 }
 
