@@ -82,8 +82,8 @@ pub struct CriWatcher {
     failed: Option<BinaryIdentity>,
     /// The last "no runtime" reason logged.
     last_absence: Option<String>,
-    /// The OCI runtime binaries the kernel side follows now.
-    runtime_binaries: RuntimeBinaries,
+    /// The OCI runtime binaries the kernel side follows now (none before the first look).
+    runtime_binaries: Option<RuntimeBinaries>,
 }
 
 impl CriWatcher {
@@ -105,7 +105,7 @@ impl CriWatcher {
             current: None,
             failed: None,
             last_absence: None,
-            runtime_binaries: RuntimeBinaries::new(),
+            runtime_binaries: None,
         }
     }
 
@@ -225,7 +225,7 @@ impl CriWatcher {
 
     /// Hands the kernel side the runtime binaries found, when they changed.
     fn follow_runtime_binaries(&mut self, binaries: RuntimeBinaries) {
-        if binaries == self.runtime_binaries {
+        if self.runtime_binaries.as_ref() == Some(&binaries) {
             return;
         }
         let keys = binaries.keys().copied().collect();
@@ -265,7 +265,7 @@ impl CriWatcher {
             self.readiness.set_ready(OCI_COMPONENT);
         }
         self.readiness.set_detail(OCI_COMPONENT, listed.join(", "));
-        self.runtime_binaries = binaries;
+        self.runtime_binaries = Some(binaries);
     }
 
     /// Detaches everything (at shutdown).

@@ -2,7 +2,7 @@
 //! device and inode, that the kernel side checks before it follows an exec.
 //!
 //! Looked for, by name, in the host's usual program directories (seen through
-//! `<proc>/1/root`), in the directories of the container runtime's own `PATH` (seen through
+//! `<proc>/1/root`, or `/` when init's root is hidden), in the directories of the container runtime's own `PATH` (seen through
 //! `<proc>/<runtime pid>/root`, so a runtime in its own mount namespace is covered), and at the
 //! paths given with `--oci-runtime-binary`. Paths are resolved inside those roots (`openat2`
 //! with `RESOLVE_IN_ROOT`), so an absolute symlink such as `/usr/bin/runc -> /usr/sbin/runc`
@@ -61,7 +61,7 @@ impl BinarySearch {
     /// when one is known, whose `PATH` is searched too. Places that cannot be read are skipped.
     pub fn find(&self, runtime_pid: Option<u32>) -> RuntimeBinaries {
         let mut found = RuntimeBinaries::new();
-        let host_root = self.proc_root.join("1").join("root");
+        let host_root = self.host_root();
         let mut places: Vec<(PathBuf, Vec<PathBuf>)> = vec![(
             host_root.clone(),
             HOST_PROGRAM_DIRS.iter().map(PathBuf::from).collect(),
@@ -93,6 +93,20 @@ impl BinarySearch {
             }
         }
         found
+    }
+}
+
+impl BinarySearch {
+    /// The host's root directory: init's (`<proc>/1/root`), which is the host's own from a
+    /// container with `hostPID`; the agent's own `/` when init's cannot be opened (a sandbox
+    /// that hides pid 1, or an agent that runs on the host itself).
+    fn host_root(&self) -> PathBuf {
+        let init_root = self.proc_root.join("1").join("root");
+        if open_dir(&init_root).is_ok() {
+            init_root
+        } else {
+            PathBuf::from("/")
+        }
     }
 }
 
