@@ -147,8 +147,48 @@ pub const DROP_TRACKED_MAP_FULL: u32 = 1;
 /// Index of the counter of execs named like a runtime (runc, crun, youki) whose binary is not
 /// one of the allowlisted runtime binaries: look-alikes, not followed.
 pub const COUNT_RUNTIME_LOOKALIKE: u32 = 3;
+/// Index of the counter of container processes not reported because their cgroup had used
+/// its event budget ([`EventBudget`]).
+pub const DROP_CGROUP_BUDGET: u32 = 4;
 /// Number of counters in the drop-counter map.
 pub const DROP_COUNTERS: u32 = 8;
+
+/// The share of the ring buffer one cgroup may use: a token bucket per cgroup (by cgroup v2 id)
+/// for the container processes reported from it (one token each, for its exec and its exit).
+/// Set as a read-only global of the eBPF object before it is loaded.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct EventBudget {
+    /// Tokens added per second.
+    pub per_second: u64,
+    /// Most tokens a cgroup can save up.
+    pub burst: u64,
+}
+
+impl Default for EventBudget {
+    fn default() -> Self {
+        Self {
+            per_second: 200,
+            burst: 1000,
+        }
+    }
+}
+
+/// Largest rate and burst of an [`EventBudget`] (keeps the eBPF side's token arithmetic in 64
+/// bits: 10 s × 1e9 ns × this < 2^64).
+pub const EVENT_BUDGET_MAX: u64 = 1_000_000;
+
+/// One cgroup's token bucket, in billionths of a token (so refills need no division).
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default)]
+pub struct TokenBucket {
+    pub nano_tokens: u64,
+    pub last_ns: u64,
+}
+
+/// Cgroups whose token buckets are kept (least recently used ones are forgotten, which
+/// refills them: a forgotten bucket is a full one).
+pub const CGROUP_BUCKETS_MAX: u32 = 8192;
 
 /// Byte offsets into kernel structures, read from the kernel's BTF by the agent and set as
 /// read-only globals of the eBPF object before it is loaded.
@@ -439,6 +479,8 @@ mod pod_impls {
     unsafe impl aya::Pod for super::KernelOffsets {}
     // SAFETY: two u64 fields, no padding.
     unsafe impl aya::Pod for super::BinaryKey {}
+    // SAFETY: two u64 fields, no padding.
+    unsafe impl aya::Pod for super::EventBudget {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::CriOffsets {}
 }

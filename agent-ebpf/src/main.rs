@@ -12,11 +12,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use nodetrace_common::{
-    BinaryKey, CRI_METHOD_SLOTS, CriCallKey, CriInflight, CriOffsets, DROP_COUNTERS,
-    KernelOffsets, RING_BUFFER_BYTES, RUNTIME_BINARIES_MAX, TRACKED_PROCESSES_MAX, TrackedProcess,
+    BinaryKey, CGROUP_BUCKETS_MAX, CRI_METHOD_SLOTS, CriCallKey, CriInflight, CriOffsets,
+    DROP_COUNTERS, EventBudget, KernelOffsets, RING_BUFFER_BYTES, RUNTIME_BINARIES_MAX,
+    TRACKED_PROCESSES_MAX, TokenBucket, TrackedProcess,
 };
 
 /// Structure offsets from the kernel's BTF, set by the agent before loading.
@@ -37,6 +38,18 @@ pub(crate) static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
     nsproxy_mnt_ns: 0,
     mnt_ns_inum: 0,
 };
+
+/// Each cgroup's share of the ring buffer, set by the agent before loading.
+#[unsafe(no_mangle)]
+pub(crate) static EVENT_BUDGET: EventBudget = EventBudget {
+    per_second: 0,
+    burst: 0,
+};
+
+/// Token buckets of the cgroups that container processes were reported from.
+#[map]
+pub(crate) static CGROUP_TOKENS: LruHashMap<u64, TokenBucket> =
+    LruHashMap::with_max_entries(CGROUP_BUCKETS_MAX, 0);
 
 #[map]
 pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BUFFER_BYTES, 0);

@@ -13,12 +13,14 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use nodetrace_common::{
-    ARGV_MAX_BYTES, BinaryKey, COUNT_RUNTIME_LOOKALIKE, DROP_RINGBUF_FULL, DROP_TRACKED_MAP_FULL,
-    EXEC_FLAG_ARGV_TRUNCATED, EventHeader, EventKind, ExecEvent, ExecRole, ExitEvent,
-    KernelOffsets, TrackedKind, TrackedProcess,
+    ARGV_MAX_BYTES, BinaryKey, COUNT_RUNTIME_LOOKALIKE, DROP_CGROUP_BUDGET, DROP_RINGBUF_FULL,
+    DROP_TRACKED_MAP_FULL, EXEC_FLAG_ARGV_TRUNCATED, EventHeader, EventKind, ExecEvent, ExecRole,
+    ExitEvent, KernelOffsets, TokenBucket, TrackedKind, TrackedProcess,
 };
 
-use crate::{EVENTS, KERNEL_OFFSETS, RUNTIME_BINARIES, TRACKED, count_drop};
+use crate::{
+    CGROUP_TOKENS, EVENT_BUDGET, EVENTS, KERNEL_OFFSETS, RUNTIME_BINARIES, TRACKED, count_drop,
+};
 
 /// Offset of `filename` (a `__data_loc`) in the sched_process_exec record.
 const EXEC_FILENAME_LOC: usize = 8;
@@ -179,6 +181,12 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i32> {
             if runtime_itself {
                 track(tgid, TrackedKind::Runtime, mnt_ns);
                 ExecRole::Runtime
+            // SAFETY: a helper without preconditions.
+            } else if !take_token(unsafe { bpf_get_current_cgroup_id() }) {
+                // Over its cgroup's budget: neither this exec nor the exit is reported.
+                let _ = TRACKED.remove(tgid);
+                count_drop(DROP_CGROUP_BUDGET);
+                return Ok(());
             } else {
                 track(
                     tgid,
@@ -247,6 +255,46 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i32> {
     }
     entry.submit(0);
     Ok(())
+}
+
+/// Takes one token from the bucket of `cgroup`: false when it has none left.
+fn take_token(cgroup: u64) -> bool {
+    const NANO: u64 = 1_000_000_000;
+    // SAFETY: a read-only global that the loader patched; volatile so it is not constant-folded.
+    let budget = unsafe { core::ptr::read_volatile(&EVENT_BUDGET) };
+    // SAFETY: a helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // The agent keeps rate and burst at most EVENT_BUDGET_MAX, so the products below fit in
+    // 64 bits (a 128-bit multiply is not available to BPF).
+    let full = budget.burst.wrapping_mul(NANO);
+    // SAFETY: the value is plain data copied out at once.
+    let mut bucket = match unsafe { CGROUP_TOKENS.get(&cgroup) } {
+        Some(bucket) => *bucket,
+        None => TokenBucket {
+            nano_tokens: full,
+            last_ns: now,
+        },
+    };
+    // Refill; a long idle bucket is simply full (bounds the product below).
+    let elapsed = now.saturating_sub(bucket.last_ns);
+    bucket.nano_tokens = if elapsed >= 10 * NANO {
+        full
+    } else {
+        bucket
+            .nano_tokens
+            .saturating_add(elapsed.wrapping_mul(budget.per_second))
+    };
+    if bucket.nano_tokens > full {
+        bucket.nano_tokens = full;
+    }
+    bucket.last_ns = now;
+    let allowed = bucket.nano_tokens >= NANO;
+    if allowed {
+        bucket.nano_tokens -= NANO;
+    }
+    // Updates from two CPUs at once may lose a token either way: the budget is approximate.
+    let _ = CGROUP_TOKENS.insert(&cgroup, &bucket, 0);
+    allowed
 }
 
 fn track(pid: u32, kind: TrackedKind, runtime_mnt_ns: u32) {

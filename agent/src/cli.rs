@@ -1,6 +1,7 @@
 //! Command-line interface of the `nodetrace` binary.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use nodetrace_common::EventBudget;
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use crate::redact::ArgvCapture;
@@ -96,6 +97,23 @@ pub struct AgentArgs {
     /// Serve a non-loopback address without authentication (only behind a trusted network).
     #[arg(long)]
     pub insecure_no_auth: bool,
+    /// Most HTTP connections served at once; more wait in the listen backlog until one closes.
+    /// A connection that sends no complete request head within 10 s of connecting (or of its
+    /// previous answer) is closed, so slow clients hold a slot for 10 s at most.
+    #[arg(
+        long,
+        default_value_t = crate::api::serve::DEFAULT_MAX_CONNECTIONS,
+        value_parser = crate::api::serve::parse_connection_cap
+    )]
+    pub http_max_connections: usize,
+    /// Longest an HTTP request may take, waiting for a request slot (8 requests are served at
+    /// once) included, before it is answered 503, e.g. 30s.
+    #[arg(long, default_value = "30s", value_parser = crate::api::serve::parse_timeout)]
+    pub http_request_timeout: Duration,
+    /// How long shutdown waits for the HTTP requests in progress before it closes the
+    /// connections still open, e.g. 5s.
+    #[arg(long, default_value = "5s", value_parser = crate::api::serve::parse_timeout)]
+    pub http_shutdown_grace: Duration,
     /// Name of this node, put on every span as k8s.node.name (default: the host name).
     #[arg(long, env = "NODE_NAME")]
     pub node_name: Option<String>,
@@ -134,6 +152,22 @@ pub struct AgentArgs {
     /// Put the CRI uprobes on this runtime binary instead of the one serving --cri-socket.
     #[arg(long, env = "NODETRACE_RUNTIME_BINARY")]
     pub runtime_binary: Option<PathBuf>,
+    /// Container processes one cgroup (one container) may report per second, on average; the
+    /// ones beyond are not traced and counted in nodetrace_events_dropped_total{reason=
+    /// "cgroup_budget"}. Keeps one container's exec storm from filling the ring buffer for all.
+    #[arg(
+        long,
+        default_value_t = EventBudget::default().per_second,
+        value_parser = clap::value_parser!(u64).range(1..=nodetrace_common::EVENT_BUDGET_MAX)
+    )]
+    pub cgroup_process_rate: u64,
+    /// Container processes one cgroup may report in a burst above --cgroup-process-rate.
+    #[arg(
+        long,
+        default_value_t = EventBudget::default().burst,
+        value_parser = clap::value_parser!(u64).range(1..=nodetrace_common::EVENT_BUDGET_MAX)
+    )]
+    pub cgroup_process_burst: u64,
     /// A stage of the agent (reader, correlator, store writer) that has work queued but makes
     /// no progress for this long fails /healthz, naming the stage (kubelet then restarts the
     /// agent). A stage that stops ends the agent with an error at once.

@@ -29,6 +29,7 @@ use crate::{
 };
 #[cfg(feature = "test-faults")]
 use crate::supervise::faults;
+use nodetrace_common::EventBudget;
 
 /// Capacity of the queue between the ring-buffer reader and the correlator.
 const KERNEL_EVENT_QUEUE: usize = 65_536;
@@ -70,7 +71,13 @@ pub async fn run_until(
     let (sink, writer) = store.start_writer(SPAN_QUEUE);
     readiness.set_ready("store");
 
-    let (probes, ring) = KernelProbes::load(&args.btf).context("cannot start the eBPF probes")?;
+    let (probes, ring) = KernelProbes::load_with(
+        &args.btf,
+        EventBudget {
+            per_second: args.cgroup_process_rate,
+            burst: args.cgroup_process_burst,
+        },
+    ).context("cannot start the eBPF probes")?;
     readiness.set_ready("ebpf");
     readiness.set_detail("ebpf", probes.attached().join(", "));
     tracing::info!(attached = ?probes.attached(), "eBPF programs attached");
@@ -242,24 +249,27 @@ pub async fn run_until(
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(listen = %args.listen, data_dir = %args.data_dir.display(), "nodetrace agent ready");
     let http_metrics = HttpMetrics::default();
-    let mut metrics_routes = metrics::router(Arc::new(Metrics::new(metric_sources, &http_metrics)));
-    if let Some(token) = &token {
-        metrics_routes = metrics_routes.route_layer(from_fn_with_state(
-            Arc::<str>::from(token.as_str()),
-            api::auth::require_bearer,
-        ));
-    }
+    let metrics_routes = api::router::behind_token(
+        metrics::router(Arc::new(Metrics::new(metric_sources, &http_metrics))),
+        token.as_deref().map(Arc::from),
+    );
+    let limits = api::ServeLimits {
+        max_connections: args.http_max_connections,
+        request_timeout: args.http_request_timeout,
+        shutdown_grace: args.http_shutdown_grace,
+        ..api::ServeLimits::default()
+    };
+    // The request bounds go inside the metrics layer: requests answered 503 for taking too long
+    // are counted too.
     let app = api::router(
         ApiState::new(store, readiness, token)
             .with_cluster_name(args.cluster_name.clone())
             .with_supervisor(supervisor),
     )
-    .merge(metrics_routes)
-    .layer(from_fn_with_state(http_metrics, metrics::track_http));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("the HTTP server failed")?;
+    .merge(metrics_routes);
+    let app = api::bound_requests(app, &limits)
+        .layer(from_fn_with_state(http_metrics, metrics::track_http));
+    api::serve(listener, app, &limits, shutdown).await;
 
     tracing::info!("shutting down");
     // Detaching the programs closes nothing by itself; stop the reader, then let the

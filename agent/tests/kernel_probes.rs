@@ -38,8 +38,7 @@ async fn reports_runtime_execs_their_children_and_exit_codes() {
         return;
     }
     let _one_at_a_time = KERNEL.lock().await;
-    let (mut probes, ring) =
-        KernelProbes::load(Path::new(VMLINUX_BTF)).expect("load and attach");
+    let (mut probes, ring) = KernelProbes::load(Path::new(VMLINUX_BTF)).expect("load and attach");
     assert_eq!(probes.attached().len(), 3);
     let (tx, mut rx) = mpsc::channel(4096);
     let stats = Arc::new(ReaderStats::default());
@@ -172,8 +171,7 @@ async fn a_runtime_named_entrypoint_in_a_new_mount_namespace_is_a_container_proc
         return;
     }
     let _one_at_a_time = KERNEL.lock().await;
-    let (mut probes, ring) =
-        KernelProbes::load(Path::new(VMLINUX_BTF)).expect("load and attach");
+    let (mut probes, ring) = KernelProbes::load(Path::new(VMLINUX_BTF)).expect("load and attach");
     let (tx, mut rx) = mpsc::channel(4096);
     let reader = tokio::spawn(run_reader(ring, tx, Arc::new(ReaderStats::default())));
     let dir = tempfile::tempdir().expect("temp dir");
@@ -230,4 +228,125 @@ async fn a_runtime_named_entrypoint_in_a_new_mount_namespace_is_a_container_proc
     drop(probes);
     drop(rx);
     reader.await.expect("reader task").expect("reader");
+}
+
+/// Where the cgroup2 hierarchy is mounted (`/sys/fs/cgroup` or, on hybrid hosts, `.../unified`).
+fn cgroup2_mount() -> Option<std::path::PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let (_, dir, kind) = (fields.next()?, fields.next()?, fields.next()?);
+        (kind == "cgroup2").then(|| std::path::PathBuf::from(dir))
+    })
+}
+
+/// Runs `runtime -c <script>` as a runtime would, in the cgroup2 directory `cgroup` when given.
+fn run_in_cgroup(runtime: &Path, script: &str, cgroup: Option<&Path>) {
+    let mut command = std::process::Command::new(runtime);
+    command.arg0("runc").args(["-c", script]);
+    if let Some(cgroup) = cgroup {
+        let procs = std::ffi::CString::new(
+            cgroup
+                .join("cgroup.procs")
+                .into_os_string()
+                .into_encoded_bytes(),
+        )
+        .expect("path without NUL");
+        // SAFETY: only async-signal-safe calls (open, write, close) between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+                libc::close(fd);
+                if written != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let status = command.status().expect("run the runtime");
+    assert!(status.success(), "{script}: {status}");
+}
+
+/// One cgroup that starts processes faster than its budget loses the ones beyond it (counted);
+/// another cgroup's processes are still reported in full.
+#[tokio::test]
+async fn a_cgroup_over_its_budget_loses_only_its_own_processes() {
+    if !is_root() {
+        eprintln!("skipped: loading eBPF programs needs root");
+        return;
+    }
+    let Some(cgroup2) = cgroup2_mount() else {
+        eprintln!("skipped: no cgroup2 hierarchy is mounted");
+        return;
+    };
+    let _one_at_a_time = KERNEL.lock().await;
+    const BURST: u64 = 20;
+    let (mut probes, ring) = KernelProbes::load_with(
+        Path::new(VMLINUX_BTF),
+        nodetrace_common::EventBudget {
+            per_second: 1,
+            burst: BURST,
+        },
+    )
+    .expect("load and attach");
+    let (tx, mut rx) = mpsc::channel(65_536);
+    let reader = tokio::spawn(run_reader(ring, tx, Arc::new(ReaderStats::default())));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let runtime = copy_as("/bin/sh", &dir.path().join("runtime"), "runc");
+    probes
+        .set_runtime_binaries(&BTreeSet::from([key_of(&runtime)]))
+        .expect("allowlist");
+    let noisy = cgroup2.join(format!("nodetrace-test-noisy-{}", std::process::id()));
+    let quiet = cgroup2.join(format!("nodetrace-test-quiet-{}", std::process::id()));
+    std::fs::create_dir(&noisy).expect("create a cgroup");
+    std::fs::create_dir(&quiet).expect("create a cgroup");
+
+    // 200 container processes from the noisy cgroup, then 5 from the quiet one.
+    run_in_cgroup(
+        &runtime,
+        "i=0; while [ $i -lt 200 ]; do /bin/true noisy; i=$((i+1)); done",
+        Some(&noisy),
+    );
+    run_in_cgroup(
+        &runtime,
+        "for i in 1 2 3 4 5; do /bin/true quiet; done",
+        Some(&quiet),
+    );
+
+    let (mut noisy_seen, mut quiet_seen) = (0u64, 0u64);
+    let quiet_until = tokio::time::Instant::now() + Duration::from_secs(2);
+    while let Ok(Some(event)) = tokio::time::timeout_at(quiet_until, rx.recv()).await {
+        if let KernelEvent::Exec(x) = event
+            && x.role == ExecRole::ContainerProcess
+        {
+            match x.argv.get(1).map(String::as_str) {
+                Some("noisy") => noisy_seen += 1,
+                Some("quiet") => quiet_seen += 1,
+                _ => {}
+            }
+        }
+    }
+    let dropped = probes.drops().expect("drop counters").cgroup_budget;
+    drop(probes);
+    drop(rx);
+    reader.await.expect("reader task").expect("reader");
+    let _ = std::fs::remove_dir(&noisy);
+    let _ = std::fs::remove_dir(&quiet);
+
+    // The burst, plus at most a few tokens refilled while the loop ran.
+    assert!(
+        (BURST..=BURST + 10).contains(&noisy_seen),
+        "noisy cgroup: {noisy_seen} of 200 reported"
+    );
+    assert_eq!(
+        dropped,
+        200 - noisy_seen,
+        "every process over the budget is counted"
+    );
+    assert_eq!(quiet_seen, 5, "the quiet cgroup keeps its own budget");
 }

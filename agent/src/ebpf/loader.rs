@@ -6,8 +6,8 @@ use aya::{
     programs::{TracePoint, UProbe},
 };
 use nodetrace_common::{
-    BinaryKey, COUNT_RUNTIME_LOOKALIKE, DROP_CRI_INFLIGHT_FULL, DROP_RINGBUF_FULL,
-    DROP_TRACKED_MAP_FULL,
+    BinaryKey, COUNT_RUNTIME_LOOKALIKE, DROP_CGROUP_BUDGET, DROP_CRI_INFLIGHT_FULL,
+    DROP_RINGBUF_FULL, DROP_TRACKED_MAP_FULL, EventBudget,
 };
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -35,6 +35,8 @@ pub struct KernelDrops {
     pub cri_inflight_full: u64,
     /// Execs named like a runtime whose binary is not an allowlisted runtime binary.
     pub runtime_lookalikes: u64,
+    /// Container processes not reported because their cgroup had used its event budget.
+    pub cgroup_budget: u64,
 }
 
 /// The uprobe programs for CRI handlers: loaded at start, attached once a runtime is found.
@@ -64,13 +66,24 @@ pub struct KernelProbes {
 }
 
 impl KernelProbes {
-    /// Loads and attaches everything, returning the probes and the ring buffer to read.
+    /// Loads and attaches everything with the default per-cgroup event budget, returning the
+    /// probes and the ring buffer to read.
     pub fn load(btf_path: &Path) -> Result<(Self, RingBuf<MapData>), EbpfError> {
+        Self::load_with(btf_path, EventBudget::default())
+    }
+
+    /// Loads and attaches everything; each cgroup may report container processes within
+    /// `budget`.
+    pub fn load_with(
+        btf_path: &Path,
+        budget: EventBudget,
+    ) -> Result<(Self, RingBuf<MapData>), EbpfError> {
         ensure_tracefs()?;
         let offsets = kernel_offsets(btf_path)?;
-        tracing::debug!(?offsets, "kernel structure offsets");
+        tracing::debug!(?offsets, ?budget, "kernel structure offsets and event budget");
         let mut ebpf = EbpfLoader::new()
             .override_global("KERNEL_OFFSETS", &offsets, true)
+            .override_global("EVENT_BUDGET", &budget, true)
             .load(OBJECT)
             .map_err(|source| EbpfError::Load { source })?;
         let mut attached = Vec::new();
@@ -136,6 +149,7 @@ impl KernelProbes {
             tracked_map_full: sum(DROP_TRACKED_MAP_FULL)?,
             cri_inflight_full: sum(DROP_CRI_INFLIGHT_FULL)?,
             runtime_lookalikes: sum(COUNT_RUNTIME_LOOKALIKE)?,
+            cgroup_budget: sum(DROP_CGROUP_BUDGET)?,
         })
     }
 

@@ -125,6 +125,7 @@ impl Collector for StageCollector {
                 ("ringbuf_full", kernel_drops.ringbuf_full),
                 ("tracked_map_full", kernel_drops.tracked_map_full),
                 ("cri_inflight_full", kernel_drops.cri_inflight_full),
+                ("cgroup_budget", kernel_drops.cgroup_budget),
                 ("reader_queue_full", load(&s.reader.queue_full)),
                 ("malformed", load(&s.reader.malformed)),
                 ("pending_evicted", load(&s.correlator.evicted)),
