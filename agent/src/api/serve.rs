@@ -104,15 +104,20 @@ async fn bound_request(
 ) -> Response {
     let timeout = bounds.timeout;
     let answer = async move {
+        let mut slot = None;
         if request.uri().path() != LIVENESS_PATH {
             // The semaphore is never closed: acquiring only waits.
-            if let Ok(slot) = bounds.slots.acquire_owned().await {
-                request.extensions_mut().insert(RequestSlot {
-                    _permit: Arc::new(slot),
-                });
+            if let Ok(permit) = bounds.slots.acquire_owned().await {
+                let held = RequestSlot {
+                    _permit: Arc::new(permit),
+                };
+                request.extensions_mut().insert(held.clone());
+                slot = Some(held);
             }
         }
-        next.run(request).await
+        let response = next.run(request).await;
+        drop(slot);
+        response
     };
     match tokio::time::timeout(timeout, answer).await {
         Ok(response) => response,
@@ -259,3 +264,7 @@ pub fn parse_connection_cap(text: &str) -> Result<usize, String> {
         )),
     }
 }
+
+#[cfg(test)]
+#[path = "serve_tests.rs"]
+mod tests;

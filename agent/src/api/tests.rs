@@ -469,3 +469,34 @@ async fn kelemetry_http_extension_query_shape_is_answered_with_its_join_tags() {
         assert_eq!(tag("node").as_deref(), Some("node-a"));
     }
 }
+
+#[tokio::test]
+async fn a_limit_above_the_cap_is_a_400_that_names_the_cap() {
+    let s = setup(None);
+    let answer = get(&s.app, "/api/traces?pod=default/web-0&limit=10001", None).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer.content_type.as_deref(), Some("application/json"));
+    assert_eq!(
+        answer.body,
+        r#"{"error":"invalid parameters: `limit` 10001 is above the cap of 10000 spans per answer: ask for at most 10000, or for a shorter window"}"#
+    );
+    let at_the_cap = get(&s.app, "/api/traces?pod=default/web-0&limit=10000", None).await;
+    assert_eq!(at_the_cap.status, StatusCode::OK, "{}", at_the_cap.body);
+}
+
+#[tokio::test]
+async fn pods_and_metrics_need_the_token_when_one_is_configured() {
+    let s = setup(Some("s3cret"));
+    let metrics = Router::new().route("/metrics", axum::routing::get(|| async { "# EOF\n" }));
+    let app = s
+        .app
+        .clone()
+        .merge(super::router::behind_token(metrics, Some("s3cret".into())));
+    for path in ["/api/v1/pods", "/metrics"] {
+        let refused = get(&app, path, None).await;
+        assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{path}");
+        let answered = get(&app, path, Some("s3cret")).await;
+        assert_eq!(answered.status, StatusCode::OK, "{path}: {}", answered.body);
+    }
+    assert_eq!(get(&app, "/healthz", None).await.status, StatusCode::OK);
+}
