@@ -1,5 +1,8 @@
-//! Finds the process serving a CRI unix socket: the socket's inode from `/proc/net/unix`, then
-//! the process holding a descriptor `socket:[inode]` in `/proc/<pid>/fd`.
+//! Finds the process serving a CRI unix socket: the sockets bound to that path in
+//! `/proc/net/unix`, the process holding a descriptor `socket:[inode]` on each in
+//! `/proc/<pid>/fd`, and of those the one that sees the socket file itself at that path (the
+//! same device and inode through `/proc/<pid>/root` as the agent's own `stat` of the path). A
+//! process in another mount namespace can bind the same path text; it is not the runtime.
 
 use std::path::{Path, PathBuf};
 
@@ -26,6 +29,11 @@ pub enum DiscoverError {
     NoSocket { socket: PathBuf },
     #[error("no process holds socket {socket} (inode {inode})")]
     NoProcess { socket: PathBuf, inode: u64 },
+    #[error(
+        "the processes bound to {socket} ({pids:?}) do not see the socket file the agent sees \
+         there (another mount namespace): none is taken for the runtime"
+    )]
+    NotTheSocketFile { socket: PathBuf, pids: Vec<u32> },
     #[error("none of the CRI sockets {tried:?} has a process")]
     NoRuntime { tried: Vec<PathBuf> },
     #[error(transparent)]
@@ -55,16 +63,45 @@ impl ProcFs {
         &self.root
     }
 
-    /// The process serving `socket`.
+    /// The process serving `socket`: of the processes holding a socket bound to that path, the
+    /// one for which the path names the socket file the agent sees there.
     pub fn discover(&self, socket: &Path) -> Result<RuntimeProcess, DiscoverError> {
-        let inode = self.socket_inode(socket)?;
-        let pid = self
-            .socket_owner(inode)?
-            .ok_or_else(|| DiscoverError::NoProcess {
+        let no_socket = || DiscoverError::NoSocket {
+            socket: socket.to_path_buf(),
+        };
+        let file = std::fs::metadata(socket).map_err(|_| no_socket())?;
+        let inodes = self.socket_inodes(socket)?;
+        let mut impostors = Vec::new();
+        for inode in &inodes {
+            let Some(pid) = self.socket_owner(*inode)? else {
+                continue;
+            };
+            if self.sees_same_file(pid, socket, &file) {
+                return Ok(RuntimeProcess::read(&self.root, pid)?);
+            }
+            impostors.push(pid);
+        }
+        match (inodes.first(), impostors.is_empty()) {
+            (Some(&inode), true) => Err(DiscoverError::NoProcess {
                 socket: socket.to_path_buf(),
                 inode,
-            })?;
-        Ok(RuntimeProcess::read(&self.root, pid)?)
+            }),
+            (Some(_), false) => Err(DiscoverError::NotTheSocketFile {
+                socket: socket.to_path_buf(),
+                pids: impostors,
+            }),
+            (None, _) => Err(no_socket()),
+        }
+    }
+
+    /// Whether `path`, seen from process `pid`'s root, is the file `file`.
+    fn sees_same_file(&self, pid: u32, path: &Path, file: &std::fs::Metadata) -> bool {
+        use std::os::unix::fs::MetadataExt as _;
+        let Ok(relative) = path.strip_prefix("/") else {
+            return false;
+        };
+        let seen = self.root.join(pid.to_string()).join("root").join(relative);
+        std::fs::symlink_metadata(seen).is_ok_and(|m| m.dev() == file.dev() && m.ino() == file.ino())
     }
 
     /// The process serving the first of [`DEFAULT_SOCKETS`] that has one.
@@ -80,11 +117,11 @@ impl ProcFs {
         })
     }
 
-    /// The inode of the socket bound to `socket`, the listening one first.
+    /// The inodes of the sockets bound to `socket`, listening ones first.
     ///
     /// `/proc/net/unix` lists the sockets of the reader's network namespace; an agent in a pod
     /// without the host network reads the host's through PID 1 (with `hostPID`).
-    pub fn socket_inode(&self, socket: &Path) -> Result<u64, DiscoverError> {
+    pub fn socket_inodes(&self, socket: &Path) -> Result<Vec<u64>, DiscoverError> {
         for table in [self.root.join("net/unix"), self.root.join("1/net/unix")] {
             let text = match std::fs::read_to_string(&table) {
                 Ok(text) => text,
@@ -96,8 +133,9 @@ impl ProcFs {
                     });
                 }
             };
-            if let Some(inode) = find_socket(&text, socket) {
-                return Ok(inode);
+            let inodes = find_sockets(&text, socket);
+            if !inodes.is_empty() {
+                return Ok(inodes);
             }
         }
         Err(DiscoverError::NoSocket {
@@ -131,11 +169,12 @@ impl ProcFs {
     }
 }
 
-/// The inode of `socket` in the text of `/proc/net/unix`, preferring a listening entry.
+/// The inodes of the sockets bound to `socket` in the text of `/proc/net/unix`, listening
+/// entries first.
 ///
 /// Lines: `Num RefCount Protocol Flags Type St Inode [Path]`, numbers in hex except the inode.
-fn find_socket(table: &str, socket: &Path) -> Option<u64> {
-    let mut fallback = None;
+fn find_sockets(table: &str, socket: &Path) -> Vec<u64> {
+    let (mut listening, mut others) = (Vec::new(), Vec::new());
     for line in table.lines().skip(1) {
         let fields: Vec<&str> = line.split_whitespace().take(7).collect();
         let [_num, _refs, _proto, flags, _type, _state, inode] = fields[..] else {
@@ -150,13 +189,14 @@ fn find_socket(table: &str, socket: &Path) -> Option<u64> {
         let Ok(inode) = inode.parse::<u64>() else {
             continue;
         };
-        let listening = u32::from_str_radix(flags, 16).is_ok_and(|f| f & LISTENING != 0);
-        if listening {
-            return Some(inode);
+        if u32::from_str_radix(flags, 16).is_ok_and(|f| f & LISTENING != 0) {
+            listening.push(inode);
+        } else {
+            others.push(inode);
         }
-        fallback.get_or_insert(inode);
     }
-    fallback
+    listening.extend(others);
+    listening
 }
 
 /// The path column (the rest of the line after the seventh field), if any.
@@ -184,18 +224,63 @@ Num       RefCount Protocol Flags    Type St Inode Path
 ";
 
     #[test]
-    fn prefers_the_listening_entry() {
-        let inode = find_socket(TABLE, Path::new("/run/containerd/containerd.sock"));
-        assert_eq!(inode, Some(40000));
+    fn listening_entries_come_first() {
+        let inodes = find_sockets(TABLE, Path::new("/run/containerd/containerd.sock"));
+        assert_eq!(inodes, [40000, 40001]);
     }
 
     #[test]
     fn paths_may_contain_spaces() {
         assert_eq!(
-            find_socket(TABLE, Path::new("/tmp/with space/cri.sock")),
-            Some(40002)
+            find_sockets(TABLE, Path::new("/tmp/with space/cri.sock")),
+            [40002]
         );
-        assert_eq!(find_socket(TABLE, Path::new("/run/crio/crio.sock")), None);
+        assert!(find_sockets(TABLE, Path::new("/run/crio/crio.sock")).is_empty());
+    }
+
+    /// A process in its own mount namespace binds a socket at the same path text (over a tmpfs
+    /// of its own); it is not taken for the runtime, the process serving the real file is.
+    #[test]
+    fn a_socket_bound_to_the_same_path_in_another_mount_namespace_is_not_the_runtime() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: a private mount namespace needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("cri.sock");
+        let script = format!(
+            "mount -t tmpfs impostor {dir} && exec python3 -c 'import socket,time; \
+             s=socket.socket(socket.AF_UNIX); s.bind(\"{sock}\"); s.listen(); print(\"bound\", flush=True); \
+             time.sleep(60)'",
+            dir = dir.path().display(),
+            sock = socket.display()
+        );
+        let mut impostor = std::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(impostor.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line.trim(), "bound");
+        // Only the impostor: the path is not even a socket file here.
+        let alone = ProcFs::default().discover(&socket);
+        assert!(matches!(alone, Err(DiscoverError::NoSocket { .. })), "{alone:?}");
+        let _listener = UnixListener::bind(&socket).unwrap();
+        let proc = ProcFs::default();
+        assert_eq!(proc.socket_inodes(&socket).unwrap().len(), 2, "both are bound");
+        let file = std::fs::metadata(&socket).unwrap();
+        assert!(!proc.sees_same_file(impostor.id(), &socket, &file));
+        assert!(proc.sees_same_file(std::process::id(), &socket, &file));
+        let found = proc.discover(&socket);
+        let _ = impostor.kill();
+        let _ = impostor.wait();
+        assert_eq!(found.unwrap().pid, std::process::id());
     }
 
     #[test]
