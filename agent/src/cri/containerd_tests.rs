@@ -2,7 +2,6 @@
 //! functions, no `.symtab`): they skip, saying why, when it is not installed.
 
 use std::path::Path;
-use std::sync::OnceLock;
 
 use iced_x86::Mnemonic;
 use object::read::elf::{FileHeader, SectionHeader};
@@ -11,28 +10,31 @@ use super::*;
 
 const CONTAINERD: &str = "/usr/bin/containerd";
 
-/// The binary read from every source, shared by the tests; `None` when not installed.
+/// The binary read from every source, shared by the tests of one thread (a binary read on
+/// demand is not `Sync`); `None` when not installed.
 fn containerd() -> Option<&'static GoBinary> {
-    static BINARY: OnceLock<Option<GoBinary>> = OnceLock::new();
-    BINARY
-        .get_or_init(|| {
-            if !Path::new(CONTAINERD).exists() {
+    thread_local! {
+        static BINARY: Option<&'static GoBinary> = {
+            if Path::new(CONTAINERD).exists() {
+                Some(&*Box::leak(Box::new(GoBinary::open(CONTAINERD).unwrap())))
+            } else {
                 eprintln!("SKIP: {CONTAINERD} is not installed (apt-get install containerd)");
-                return None;
+                None
             }
-            Some(GoBinary::open(CONTAINERD).unwrap())
-        })
-        .as_ref()
+        };
+    }
+    BINARY.with(|binary| *binary)
 }
 
 fn pclntab_only() -> Option<&'static GoBinary> {
-    static BINARY: OnceLock<Option<GoBinary>> = OnceLock::new();
-    BINARY
-        .get_or_init(|| {
-            containerd()?;
-            Some(GoBinary::open_with(CONTAINERD, &[SymbolSource::Gopclntab]).unwrap())
-        })
-        .as_ref()
+    thread_local! {
+        static BINARY: Option<&'static GoBinary> = containerd().map(|_| {
+            &*Box::leak(Box::new(
+                GoBinary::open_with(CONTAINERD, &[SymbolSource::Gopclntab]).unwrap(),
+            ))
+        });
+    }
+    BINARY.with(|binary| *binary)
 }
 
 #[test]

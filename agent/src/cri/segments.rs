@@ -20,10 +20,10 @@ pub struct LoadSegments {
 
 impl LoadSegments {
     /// Reads the program headers of a parsed ELF file.
-    pub fn from_elf<Elf: FileHeader>(
+    pub fn from_elf<'data, Elf: FileHeader, R: object::ReadRef<'data>>(
         header: &Elf,
         endian: Elf::Endian,
-        data: &[u8],
+        data: R,
     ) -> Result<Self, object::Error> {
         let mut segments = Vec::new();
         for phdr in header.program_headers(endian, data)? {

@@ -79,21 +79,26 @@ pub enum SymbolError {
     },
 }
 
-/// The bytes of a binary: mapped from its file (the pages stay the page cache's, so a 50 MB
-/// runtime binary does not stay in the agent's resident memory), or owned (tests).
+/// The bytes of a binary: read from its file on demand, only the parts used (headers, symbol
+/// tables, the Go function table, the code of the functions looked at), or owned (tests).
+///
+/// Not mapped: a binary truncated or rewritten in place while mapped (`cp new /usr/bin/x`
+/// does that) would kill the agent with SIGBUS at the next read of a page past the new end;
+/// a read of a changed file fails cleanly instead. Reading on demand also keeps a 50 MB
+/// runtime binary out of the agent's memory.
 #[derive(Debug)]
 enum Bytes {
-    Mapped(memmap2::Mmap),
+    File(object::ReadCache<std::fs::File>),
     Owned(Vec<u8>),
 }
 
-impl std::ops::Deref for Bytes {
-    type Target = [u8];
-
-    fn deref(&self) -> &[u8] {
+impl Bytes {
+    /// `len` bytes at `offset`.
+    fn read_at(&self, offset: u64, len: u64) -> Option<&[u8]> {
+        use object::ReadRef as _;
         match self {
-            Self::Mapped(map) => map,
-            Self::Owned(bytes) => bytes,
+            Self::File(cache) => cache.read_bytes_at(offset, len).ok(),
+            Self::Owned(bytes) => bytes.as_slice().read_bytes_at(offset, len).ok(),
         }
     }
 }
@@ -127,11 +132,7 @@ impl GoBinary {
             source,
         };
         let file = std::fs::File::open(path).map_err(read_error)?;
-        // SAFETY: the mapping is read-only and private; a runtime binary is replaced by a new
-        // file on upgrade (a new inode), not rewritten in place, so its bytes do not change
-        // under the map.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(read_error)?;
-        Self::parse(path, Bytes::Mapped(map), sources)
+        Self::parse(path, Bytes::File(object::ReadCache::new(file)), sources)
     }
 
     /// Reads the functions of a binary already in memory; `path` names it in messages.
@@ -148,7 +149,11 @@ impl GoBinary {
 
     fn parse(path: &Path, data: Bytes, sources: &[SymbolSource]) -> Result<Self, SymbolError> {
         let path = path.to_path_buf();
-        let parsed = read_functions(&data, sources).map_err(|source| SymbolError::Parse {
+        let parsed = match &data {
+            Bytes::File(cache) => read_functions(cache, sources),
+            Bytes::Owned(bytes) => read_functions(bytes.as_slice(), sources),
+        };
+        let parsed = parsed.map_err(|source| SymbolError::Parse {
             path: path.clone(),
             source,
         })?;
@@ -236,10 +241,9 @@ impl GoBinary {
             address: function.address,
             size: function.size,
         };
-        let start = usize::try_from(function.file_offset).map_err(|_| not_in_file())?;
-        let len = usize::try_from(function.size).map_err(|_| not_in_file())?;
-        let end = start.checked_add(len).ok_or_else(not_in_file)?;
-        self.data.get(start..end).ok_or_else(not_in_file)
+        self.data
+            .read_at(function.file_offset, function.size)
+            .ok_or_else(not_in_file)
     }
 }
 
@@ -251,8 +255,11 @@ struct ParsedFunctions {
     pclntab: Result<Option<PclnVersion>, PclntabError>,
 }
 
-fn read_functions(data: &[u8], sources: &[SymbolSource]) -> Result<ParsedFunctions, object::Error> {
-    let file = ElfFile64::<Endianness>::parse(data)?;
+fn read_functions<'data, R: object::ReadRef<'data>>(
+    data: R,
+    sources: &[SymbolSource],
+) -> Result<ParsedFunctions, object::Error> {
+    let file = ElfFile64::<Endianness, R>::parse(data)?;
     let segments = LoadSegments::from_elf(file.elf_header(), file.endian(), data)?;
     let mut functions = Vec::new();
     let mut pclntab = Ok(None);
@@ -302,8 +309,8 @@ fn elf_functions<'data, S: ObjectSymbol<'data>>(
 }
 
 /// Appends the functions of the Go function table, if the binary has one.
-fn pclntab_functions(
-    file: &ElfFile64<'_, Endianness>,
+fn pclntab_functions<'data, R: object::ReadRef<'data>>(
+    file: &ElfFile64<'data, Endianness, R>,
     segments: &LoadSegments,
     out: &mut Vec<Function>,
 ) -> Result<Option<PclnVersion>, PclntabError> {
@@ -339,8 +346,8 @@ fn pclntab_functions(
 
 /// The text start of a table whose header word is 0 (filled in at load time): the addend of
 /// the dynamic relocation of that word, else `runtime.text`, else the `.text` section.
-fn text_start_fallback(
-    file: &ElfFile64<'_, Endianness>,
+fn text_start_fallback<'data, R: object::ReadRef<'data>>(
+    file: &ElfFile64<'data, Endianness, R>,
     table_address: u64,
     table: &[u8],
 ) -> Option<u64> {
@@ -389,6 +396,28 @@ mod tests {
     /// The test executable itself: a Rust binary with a `.symtab` and no Go table.
     fn own_executable() -> PathBuf {
         std::env::current_exe().unwrap()
+    }
+
+    /// A binary truncated in place while it is open (`cp new old` does that) makes reads fail;
+    /// a mapped file would have killed the agent with SIGBUS instead.
+    #[test]
+    fn a_binary_truncated_while_open_fails_reads_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join("binary");
+        std::fs::copy(own_executable(), &copy).unwrap();
+        let binary = GoBinary::open(&copy).unwrap();
+        let main = binary.lookup("main").unwrap().clone();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&copy)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        let err = binary.code(&main).unwrap_err();
+        assert!(
+            matches!(err, SymbolError::CodeNotInFile { .. }),
+            "{err:?}"
+        );
     }
 
     #[test]
