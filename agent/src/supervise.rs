@@ -59,10 +59,7 @@ impl Problems {
 
     /// One line per problem, e.g. `correlator: stalled for 62 s with work queued`.
     pub fn describe(&self) -> Vec<String> {
-        let dead = self
-            .dead
-            .iter()
-            .map(|name| format!("{name}: stopped"));
+        let dead = self.dead.iter().map(|name| format!("{name}: stopped"));
         let stalled = self.stalled.iter().map(|(name, for_)| {
             format!(
                 "{name}: no progress for {} s with work queued",
@@ -107,7 +104,12 @@ impl Supervisor {
             return problems;
         };
         for stage in stages.iter_mut() {
-            if stage.watch.task.as_ref().is_some_and(AbortHandle::is_finished) {
+            if stage
+                .watch
+                .task
+                .as_ref()
+                .is_some_and(AbortHandle::is_finished)
+            {
                 problems.dead.push(stage.watch.name);
                 continue;
             }
@@ -199,9 +201,17 @@ mod tests {
         let start = Instant::now();
         assert!(supervisor.check(start).is_healthy());
         // Idle for long: nothing queued, so not stalled.
-        assert!(supervisor.check(start + Duration::from_secs(60)).is_healthy());
+        assert!(
+            supervisor
+                .check(start + Duration::from_secs(60))
+                .is_healthy()
+        );
         queued.store(5, Ordering::Relaxed);
-        assert!(supervisor.check(start + Duration::from_secs(65)).is_healthy());
+        assert!(
+            supervisor
+                .check(start + Duration::from_secs(65))
+                .is_healthy()
+        );
         let stalled = supervisor.check(start + Duration::from_secs(75));
         assert_eq!(stalled.stalled, [("correlator", Duration::from_secs(15))]);
         assert_eq!(
@@ -211,7 +221,11 @@ mod tests {
         assert_eq!(supervisor.problems(), stalled);
         // Progress clears it.
         progress.advance();
-        assert!(supervisor.check(start + Duration::from_secs(80)).is_healthy());
+        assert!(
+            supervisor
+                .check(start + Duration::from_secs(80))
+                .is_healthy()
+        );
     }
 
     #[tokio::test]
@@ -242,8 +256,14 @@ mod tests {
     #[test]
     fn faults_parse_from_kind_and_stage() {
         use faults::{Fault, parse};
-        assert_eq!(parse("kill:correlator"), Ok((Fault::Kill, "correlator".to_owned())));
-        assert_eq!(parse("stall:reader"), Ok((Fault::Stall, "reader".to_owned())));
+        assert_eq!(
+            parse("kill:correlator"),
+            Ok((Fault::Kill, "correlator".to_owned()))
+        );
+        assert_eq!(
+            parse("stall:reader"),
+            Ok((Fault::Stall, "reader".to_owned()))
+        );
         assert!(parse("explode:reader").is_err());
         assert!(parse("reader").is_err());
     }

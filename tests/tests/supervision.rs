@@ -27,7 +27,10 @@ fn start(
         "agent".to_owned(),
         format!("--listen={addr}"),
         format!("--data-dir={}", data_dir.display()),
-        format!("--cri-socket={}", data_dir.join("no-runtime.sock").display()),
+        format!(
+            "--cri-socket={}",
+            data_dir.join("no-runtime.sock").display()
+        ),
         "--no-kube".to_owned(),
         "--stall-timeout=2s".to_owned(),
         format!("--test-fault={fault}"),
@@ -70,7 +73,10 @@ async fn a_stalled_stage_fails_healthz_and_is_named() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let mut last = None;
     loop {
-        assert!(!task.is_finished(), "the agent stopped: a stall is not a death");
+        assert!(
+            !task.is_finished(),
+            "the agent stopped: a stall is not a death"
+        );
         run_runc();
         last = healthz(&url).await.or(last);
         if let Some((503, body)) = &last {
@@ -96,7 +102,10 @@ async fn a_stalled_stage_fails_healthz_and_is_named() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_stage_ends_the_agent_with_an_error_naming_it() {
-    if skipped_unless_root("a_dead_stage_ends_the_agent_with_an_error_naming_it", "eBPF") {
+    if skipped_unless_root(
+        "a_dead_stage_ends_the_agent_with_an_error_naming_it",
+        "eBPF",
+    ) {
         return;
     }
     let data = tempfile::tempdir().expect("temp dir");
@@ -104,7 +113,10 @@ async fn a_dead_stage_ends_the_agent_with_an_error_naming_it() {
     // Ready first: the fault strikes at the first event.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while healthz(&url).await.is_none() {
-        assert!(tokio::time::Instant::now() < deadline, "the agent never served");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the agent never served"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let ended = loop {

@@ -101,7 +101,8 @@ impl ProcFs {
             return false;
         };
         let seen = self.root.join(pid.to_string()).join("root").join(relative);
-        std::fs::symlink_metadata(seen).is_ok_and(|m| m.dev() == file.dev() && m.ino() == file.ino())
+        std::fs::symlink_metadata(seen)
+            .is_ok_and(|m| m.dev() == file.dev() && m.ino() == file.ino())
     }
 
     /// The process serving the first of [`DEFAULT_SOCKETS`] that has one.
@@ -270,10 +271,17 @@ Num       RefCount Protocol Flags    Type St Inode Path
         assert_eq!(line.trim(), "bound");
         // Only the impostor: the path is not even a socket file here.
         let alone = ProcFs::default().discover(&socket);
-        assert!(matches!(alone, Err(DiscoverError::NoSocket { .. })), "{alone:?}");
+        assert!(
+            matches!(alone, Err(DiscoverError::NoSocket { .. })),
+            "{alone:?}"
+        );
         let _listener = UnixListener::bind(&socket).unwrap();
         let proc = ProcFs::default();
-        assert_eq!(proc.socket_inodes(&socket).unwrap().len(), 2, "both are bound");
+        assert_eq!(
+            proc.socket_inodes(&socket).unwrap().len(),
+            2,
+            "both are bound"
+        );
         let file = std::fs::metadata(&socket).unwrap();
         assert!(!proc.sees_same_file(impostor.id(), &socket, &file));
         assert!(proc.sees_same_file(std::process::id(), &socket, &file));

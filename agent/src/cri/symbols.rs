@@ -414,10 +414,7 @@ mod tests {
             .set_len(0)
             .unwrap();
         let err = binary.code(&main).unwrap_err();
-        assert!(
-            matches!(err, SymbolError::CodeNotInFile { .. }),
-            "{err:?}"
-        );
+        assert!(matches!(err, SymbolError::CodeNotInFile { .. }), "{err:?}");
     }
 
     #[test]

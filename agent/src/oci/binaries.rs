@@ -136,7 +136,8 @@ fn identity_in_root(root: &OwnedFd, path: &Path) -> Option<BinaryKey> {
     )
     .ok()?;
     let stat = rustix::fs::fstat(&fd).ok()?;
-    let is_file = rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::RegularFile;
+    let is_file =
+        rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::RegularFile;
     is_file.then(|| BinaryKey::from_stat(stat.st_dev, stat.st_ino))
 }
 
