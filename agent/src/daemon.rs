@@ -12,6 +12,8 @@ use tokio::{
     sync::{mpsc, watch},
 };
 
+#[cfg(feature = "test-faults")]
+use crate::supervise::faults;
 use crate::{
     api::{self, ApiState, Readiness},
     cli::{AgentArgs, OtlpProtocol},
@@ -27,8 +29,6 @@ use crate::{
     store::{Store, StoreConfig},
     supervise::{Progress, StageWatch, Supervisor},
 };
-#[cfg(feature = "test-faults")]
-use crate::supervise::faults;
 use nodetrace_common::EventBudget;
 
 /// Capacity of the queue between the ring-buffer reader and the correlator.
@@ -77,7 +77,8 @@ pub async fn run_until(
             per_second: args.cgroup_process_rate,
             burst: args.cgroup_process_burst,
         },
-    ).context("cannot start the eBPF probes")?;
+    )
+    .context("cannot start the eBPF probes")?;
     readiness.set_ready("ebpf");
     readiness.set_detail("ebpf", probes.attached().join(", "));
     tracing::info!(attached = ?probes.attached(), "eBPF programs attached");

@@ -253,7 +253,9 @@ impl CriWatcher {
             })
             .collect();
         if binaries.is_empty() {
-            tracing::warn!("no OCI runtime binary (runc, crun, youki) found: no runtime run is traced");
+            tracing::warn!(
+                "no OCI runtime binary (runc, crun, youki) found: no runtime run is traced"
+            );
             self.readiness.set(
                 OCI_COMPONENT,
                 crate::api::ComponentState::Degraded(

@@ -80,7 +80,11 @@ impl KernelProbes {
     ) -> Result<(Self, RingBuf<MapData>), EbpfError> {
         ensure_tracefs()?;
         let offsets = kernel_offsets(btf_path)?;
-        tracing::debug!(?offsets, ?budget, "kernel structure offsets and event budget");
+        tracing::debug!(
+            ?offsets,
+            ?budget,
+            "kernel structure offsets and event budget"
+        );
         let mut ebpf = EbpfLoader::new()
             .override_global("KERNEL_OFFSETS", &offsets, true)
             .override_global("EVENT_BUDGET", &budget, true)
@@ -155,7 +159,10 @@ impl KernelProbes {
 
     /// Makes `binaries` the allowlist of OCI runtime binaries the exec program follows: new
     /// ones are added before the ones gone are removed, so a replaced binary is never a gap.
-    pub fn set_runtime_binaries(&mut self, binaries: &BTreeSet<BinaryKey>) -> Result<(), EbpfError> {
+    pub fn set_runtime_binaries(
+        &mut self,
+        binaries: &BTreeSet<BinaryKey>,
+    ) -> Result<(), EbpfError> {
         const NAME: &str = "RUNTIME_BINARIES";
         let map_error = |source| EbpfError::Map {
             name: NAME.to_owned(),
