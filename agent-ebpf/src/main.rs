@@ -72,10 +72,11 @@ static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_COUNTERS, 0)
 #[map]
 pub(crate) static CRI_OFFSETS: Array<CriOffsets> = Array::with_max_entries(1, 0);
 
-/// CRI calls in progress, by (process, goroutine).
+/// CRI calls in progress, by (process, goroutine). Least recently used first to go: a call
+/// whose return was never seen (a goroutine that died) cannot hold a slot for ever.
 #[map]
-pub(crate) static CRI_INFLIGHT: HashMap<CriCallKey, CriInflight> =
-    HashMap::with_max_entries(4096, 0);
+pub(crate) static CRI_INFLIGHT: LruHashMap<CriCallKey, CriInflight> =
+    LruHashMap::with_max_entries(4096, 0);
 
 /// Per-CPU count of CRI handler entries, indexed by method number (polled methods included).
 #[map]

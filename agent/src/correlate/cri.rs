@@ -67,6 +67,10 @@ impl CriCall {
     }
 }
 
+/// Most CRI calls in flight remembered (as many as the kernel's map holds); beyond, the oldest
+/// is forgotten: a call whose return never comes cannot hold memory for ever.
+const INFLIGHT_MAX: usize = 4096;
+
 /// Most container and sandbox attempts remembered.
 const ATTEMPTS_MAX: usize = 16_384;
 
@@ -165,6 +169,15 @@ impl CriCalls {
                     call.sandbox_id.clone_from(&info.sandbox_id);
                 }
             }
+        }
+        if self.inflight.len() >= INFLIGHT_MAX
+            && let Some(oldest) = self
+                .inflight
+                .iter()
+                .min_by_key(|(_, call)| call.start_unix_ns)
+                .map(|(key, _)| *key)
+        {
+            self.inflight.remove(&oldest);
         }
         self.inflight.insert((rec.tgid, rec.goroutine), call);
     }

@@ -822,3 +822,30 @@ fn an_unparsed_runtime_command_line_does_not_quote_a_secret_in_its_error() {
     assert!(text.contains("<redacted>"), "{text}");
     assert!(!text.contains("hunter2"), "{text}");
 }
+
+#[test]
+fn cri_calls_whose_return_never_comes_are_forgotten_oldest_first() {
+    let f = Fixture::new();
+    let mut c = f.correlator();
+    let fields = [(cri_slots::ID, CONTAINER)];
+    // Goroutine 0's call is the oldest; 4096 more calls start and none returns.
+    for goroutine in 0..=4096u64 {
+        let start = cri(
+            true,
+            CriMethod::StartContainer,
+            goroutine,
+            1_000 + goroutine,
+            &fields,
+        );
+        assert!(c.on_event(start).is_none());
+    }
+    let end = |goroutine| cri(false, CriMethod::StartContainer, goroutine, 1_000_000, &[]);
+    assert!(
+        c.on_event(end(0)).is_none(),
+        "the oldest call was forgotten to make room"
+    );
+    assert!(
+        c.on_event(end(4096)).is_some(),
+        "the newest call is still in flight"
+    );
+}
