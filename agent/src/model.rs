@@ -105,6 +105,22 @@ pub enum AttrValue {
     StrList(Vec<String>),
 }
 
+/// Most bytes kept of a text value that a pod's owner controls (an annotation or label read
+/// from a bundle or the API): longer ones are cut at a character boundary and end in `…`.
+pub const MAX_TENANT_TEXT_BYTES: usize = 1024;
+
+/// `value`, cut to [`MAX_TENANT_TEXT_BYTES`].
+pub fn capped(value: &str) -> String {
+    if value.len() <= MAX_TENANT_TEXT_BYTES {
+        return value.to_owned();
+    }
+    let mut end = MAX_TENANT_TEXT_BYTES - '…'.len_utf8();
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &value[..end])
+}
+
 /// One key/value attribute of a span.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Attribute {
@@ -252,6 +268,18 @@ pub mod keys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tenant_text_is_capped_at_a_character_boundary() {
+        assert_eq!(capped("web-0"), "web-0");
+        let exact = "a".repeat(MAX_TENANT_TEXT_BYTES);
+        assert_eq!(capped(&exact), exact);
+        let long = "é".repeat(MAX_TENANT_TEXT_BYTES);
+        let cut = capped(&long);
+        assert!(cut.len() <= MAX_TENANT_TEXT_BYTES, "{}", cut.len());
+        assert!(cut.ends_with('…'));
+        assert!(cut.trim_end_matches('…').chars().all(|c| c == 'é'));
+    }
 
     #[test]
     fn trace_id_of_a_uuid_pod_uid_is_its_bytes() {

@@ -43,7 +43,7 @@ impl PodMetadata {
                 .labels()
                 .iter()
                 .filter(|(key, _)| labels.allows(key))
-                .map(|(key, value)| (key.clone(), value.clone()))
+                .map(|(key, value)| (crate::model::capped(key), crate::model::capped(value)))
                 .collect(),
             owner: Owner::resolve(pod.owner_references(), pod.labels()),
             trace_context: trace_context_of(pod, annotation).ok().flatten(),

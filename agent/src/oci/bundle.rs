@@ -162,7 +162,7 @@ pub fn container_info(
                     .or_else(|| labels.get(*key))
                     .filter(|value| !value.is_empty())
             })
-            .cloned()
+            .map(|value| crate::model::capped(value))
     };
 
     let uid = get(&[containerd::SANDBOX_UID, crio::POD_UID]).or_else(|| {
@@ -371,6 +371,24 @@ mod tests {
         let info = container_info(&config(&spec.to_string()), CRIO_CTR).expect("a pod");
         assert_eq!(info.pod, node_exporter());
         assert_eq!(info.container_name.as_deref(), Some("node-exporter"));
+    }
+
+    #[test]
+    fn an_annotation_value_of_any_length_is_kept_to_the_cap() {
+        let huge = "x".repeat(1 << 20);
+        let spec = serde_json::json!({
+            "annotations": {
+                "io.kubernetes.cri.container-type": "container",
+                "io.kubernetes.cri.sandbox-id": SANDBOX,
+                "io.kubernetes.cri.sandbox-uid": UID,
+                "io.kubernetes.cri.sandbox-name": huge,
+                "io.kubernetes.cri.image-name": huge,
+            },
+        });
+        let info = container_info(&config(&spec.to_string()), CTR).expect("a pod");
+        assert!(info.pod.name.len() <= crate::model::MAX_TENANT_TEXT_BYTES);
+        assert!(info.pod.name.ends_with('…'));
+        assert!(info.image.expect("image").len() <= crate::model::MAX_TENANT_TEXT_BYTES);
     }
 
     #[test]
