@@ -64,12 +64,16 @@ pub async fn run_until(
         StoreConfig {
             retention: args.retention,
             max_size_bytes: args.max_store_mib * 1024 * 1024,
+            // One slot per API request the server lets run at once, and as many again for the
+            // agent's own readers (metrics, retention, pod listing while a query runs).
+            max_readers: u32::try_from(2 * api::serve::DEFAULT_MAX_REQUESTS).unwrap_or(u32::MAX),
             ..StoreConfig::default()
         },
     )
     .with_context(|| format!("cannot open the span store in {}", args.data_dir.display()))?;
     let (sink, writer) = store.start_writer(SPAN_QUEUE);
     readiness.set_ready("store");
+    let store_health = tokio::spawn(report_store_health(store.clone(), readiness.clone()));
 
     let (probes, ring) = KernelProbes::load_with(
         &args.btf,
@@ -278,6 +282,7 @@ pub async fn run_until(
     let _ = stop_watcher.send(true);
     let _ = stop_kube.send(true);
     kube_health.abort();
+    store_health.abort();
     let _ = tokio::time::timeout(Duration::from_secs(10), watcher_task).await;
     reader.abort();
     drop(probes);
@@ -354,6 +359,20 @@ async fn pod_directory(
             );
             PodDirectory::disabled()
         }
+    }
+}
+
+/// Mirrors the store's write health in /readyz: a full disk or failing commits degrade it
+/// (the agent still serves what it has).
+async fn report_store_health(store: Store, readiness: Readiness) {
+    loop {
+        match store.write_problem() {
+            Some(problem) => {
+                readiness.set("store", crate::api::ComponentState::Degraded(problem));
+            }
+            None => readiness.set_ready("store"),
+        }
+        tokio::time::sleep(RUNTIME_POLL).await;
     }
 }
 

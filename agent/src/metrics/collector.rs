@@ -203,6 +203,14 @@ impl Collector for StageCollector {
                 ],
             )?;
         }
+        gauge(
+            &mut encoder,
+            "store_write_problem",
+            "1 while the store cannot take spans cleanly (its disk is full, or the last commit \
+             failed; /readyz says which), else 0",
+            None,
+            i64::from(s.store.write_problem().is_some()),
+        )?;
         if let Some(calls) = cri_calls {
             let values: Vec<(&str, u64)> = calls.iter().map(|(m, n)| (m.name(), *n)).collect();
             labelled_counters(

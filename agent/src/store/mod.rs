@@ -13,6 +13,7 @@
 //! most the batch being committed and the environment always reopens.
 
 mod codec;
+mod health;
 mod keys;
 mod query;
 mod retention;
@@ -54,6 +55,9 @@ pub struct StoreConfig {
     /// The writer commits at the latest this long after the first span of a batch arrived.
     /// Default: 50 ms (a span is queryable at most that long after it ended; a commit costs ~2 ms).
     pub batch_max_delay: Duration,
+    /// LMDB reader slots: read transactions open at once (API queries, metrics, retention).
+    /// A query beyond fails with "readers full" instead of waiting. Default: 16.
+    pub max_readers: u32,
 }
 
 impl Default for StoreConfig {
@@ -63,6 +67,7 @@ impl Default for StoreConfig {
             max_size_bytes: 1024 * 1024 * 1024,
             batch_max_spans: 512,
             batch_max_delay: Duration::from_millis(50),
+            max_readers: 16,
         }
     }
 }
@@ -143,6 +148,7 @@ struct Inner {
     /// The configured map size, rounded: eviction thresholds are fractions of it.
     map_size_bytes: u64,
     counters: Counters,
+    health: health::WriteHealth,
 }
 
 /// What the store has counted since it was opened.
@@ -182,7 +188,10 @@ impl Store {
             bytes: config.max_size_bytes,
         })?;
         let mut options = EnvOpenOptions::new().read_txn_without_tls();
-        options.map_size(map_size).max_dbs(tables::DATABASE_COUNT);
+        options
+            .map_size(map_size)
+            .max_dbs(tables::DATABASE_COUNT)
+            .max_readers(config.max_readers.max(1));
         // SAFETY: the directory is the agent's own; nothing but LMDB, through its lock file,
         // writes the files in it, and it is a local filesystem (the DaemonSet's host path).
         let env = unsafe { options.open(dir) }.map_err(|source| StoreError::Open {
@@ -203,6 +212,7 @@ impl Store {
                 config,
                 map_size_bytes,
                 counters: Counters::default(),
+                health: health::WriteHealth::default(),
             }),
         })
     }

@@ -36,9 +36,14 @@ impl Store {
         if spans.is_empty() {
             return Ok(());
         }
-        self.put_evicting(spans)?;
-        self.evict_for_size()?;
-        Ok(())
+        let result = self
+            .put_evicting(spans)
+            .and_then(|()| self.evict_for_size().map(|_| ()));
+        match &result {
+            Ok(()) => self.inner.health.committed(),
+            Err(error) => self.inner.health.failed(error),
+        }
+        result
     }
 
     fn put_evicting(&self, spans: &[Span]) -> Result<(), StoreError> {
@@ -46,6 +51,7 @@ impl Store {
         loop {
             match self.try_put(spans) {
                 Err(error) if error.is_map_full() => {}
+                Err(error) if self.is_disk_full(&error) => self.inner.health.disk_full(),
                 other => return other,
             }
             let stored = self.span_count()?;
