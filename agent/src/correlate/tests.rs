@@ -377,12 +377,14 @@ fn a_bundle_outside_the_state_roots_attributes_nothing() {
         "io.kubernetes.cri.sandbox-name": "web-0",
         "io.kubernetes.cri.sandbox-namespace": "shop",
     }});
-    std::fs::write(planted.path().join("config.json"), config.to_string()).expect("config.json");
+    let bundle = planted.path().join(CONTAINER);
+    std::fs::create_dir(&bundle).expect("mkdir");
+    std::fs::write(bundle.join("config.json"), config.to_string()).expect("config.json");
     let argv = [
         "runc",
         "create",
         "--bundle",
-        planted.path().to_str().expect("utf-8"),
+        bundle.to_str().expect("utf-8"),
         CONTAINER,
     ]
     .map(str::to_owned)

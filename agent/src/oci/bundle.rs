@@ -70,6 +70,14 @@ pub enum BundleError {
     },
     #[error("spec of container {container_id} names no pod (no pod annotations or pod cgroup)")]
     NoPod { container_id: String },
+    #[error(
+        "bundle {bundle} is not container {container_id}'s (a bundle is <state root>/.../<id>, \
+         or .../<id>/userdata for CRI-O)"
+    )]
+    NotThisContainer {
+        bundle: PathBuf,
+        container_id: String,
+    },
 }
 
 /// The parts of an OCI runtime spec (`config.json`) that nodetrace reads.
@@ -139,7 +147,26 @@ pub fn read_bundle(
     bundle: &Path,
     container_id: &str,
 ) -> Result<ContainerInfo, BundleError> {
+    if !names_container(bundle, container_id) {
+        return Err(BundleError::NotThisContainer {
+            bundle: bundle.to_owned(),
+            container_id: container_id.to_owned(),
+        });
+    }
     container_info(&read_config(roots, bundle)?, container_id)
+}
+
+/// Whether `bundle` is where runtimes keep container `container_id`'s bundle: a directory named
+/// after the container (containerd: `<state>/io.containerd.runtime.v2.task/<namespace>/<id>`),
+/// or its `userdata` directory (CRI-O: `<runroot>/overlay-containers/<id>/userdata`). A run
+/// that names another container's bundle (or any other directory) reads nothing.
+fn names_container(bundle: &Path, container_id: &str) -> bool {
+    let mut names = bundle.components().rev().map(|c| c.as_os_str());
+    match names.next() {
+        Some(last) if last == container_id => true,
+        Some(last) if last == "userdata" => names.next().is_some_and(|id| id == container_id),
+        _ => false,
+    }
 }
 
 /// The container and pod a spec describes (containerd or CRI-O annotations).
@@ -506,7 +533,11 @@ mod tests {
     #[test]
     fn missing_bundle() {
         let state = State::new();
-        let gone = state.dir.path().join("deleted");
+        let gone = state
+            .dir
+            .path()
+            .join("io.containerd.runtime.v2.task/k8s.io")
+            .join(CTR);
         let err = read_bundle(&state.roots, &gone, CTR).expect_err("no bundle");
         assert!(
             matches!(hostfs_error(&err), HostFsError::Missing { path } if *path == gone.join(CONFIG_FILE)),
@@ -539,28 +570,53 @@ mod tests {
     }
 
     #[test]
+    fn a_bundle_of_another_container_is_not_read() {
+        let state = State::new();
+        let other = state.bundle(SANDBOX);
+        write_bundle(&other, CONTAINERD_CONTAINER);
+        let err = read_bundle(&state.roots, &other, CTR).expect_err("another container's");
+        assert!(
+            matches!(err, BundleError::NotThisContainer { .. }),
+            "{err:?}"
+        );
+        // CRI-O keeps the bundle in the container's `userdata` directory.
+        assert!(names_container(
+            Path::new("/run/containers/storage/overlay-containers/abc/userdata"),
+            "abc"
+        ));
+        assert!(!names_container(Path::new("/run/x/userdata"), "abc"));
+    }
+
+    #[test]
     fn a_bundle_outside_the_state_roots_is_not_read() {
         let state = State::new();
         let elsewhere = tempfile::tempdir().expect("tempdir");
-        write_bundle(elsewhere.path(), CONTAINERD_CONTAINER);
-        let err = read_bundle(&state.roots, elsewhere.path(), CTR).expect_err("outside");
+        let planted = elsewhere.path().join(CTR);
+        std::fs::create_dir(&planted).expect("mkdir");
+        write_bundle(&planted, CONTAINERD_CONTAINER);
+        let err = read_bundle(&state.roots, &planted, CTR).expect_err("outside");
         assert!(
             matches!(hostfs_error(&err), HostFsError::OutsideRoots { .. }),
             "{err:?}"
         );
         // A relative --bundle (relative to the runtime's working directory, not the agent's).
-        let err = read_bundle(&state.roots, Path::new("."), CTR).expect_err("relative");
+        let err = read_bundle(&state.roots, Path::new(CTR), CTR).expect_err("relative");
         assert!(
             matches!(hostfs_error(&err), HostFsError::NotNormal { .. }),
             "{err:?}"
         );
         // `..` out of a root.
-        let escape = state.dir.path().join("..").join(
-            elsewhere
-                .path()
-                .file_name()
-                .expect("a temporary directory has a name"),
-        );
+        let escape = state
+            .dir
+            .path()
+            .join("..")
+            .join(
+                elsewhere
+                    .path()
+                    .file_name()
+                    .expect("a temporary directory has a name"),
+            )
+            .join(CTR);
         let err = read_bundle(&state.roots, &escape, CTR).expect_err("escape");
         assert!(
             matches!(hostfs_error(&err), HostFsError::NotNormal { .. }),
