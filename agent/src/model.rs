@@ -197,6 +197,35 @@ pub struct Span {
 }
 
 impl Span {
+    /// About how many bytes the span takes in memory (its struct, names and attributes), for
+    /// byte bounds on queues.
+    pub fn approx_bytes(&self) -> usize {
+        let attributes: usize = self
+            .attributes
+            .iter()
+            .map(|a| {
+                size_of::<Attribute>()
+                    + a.key.len()
+                    + match &a.value {
+                        AttrValue::Str(s) => s.len(),
+                        AttrValue::StrList(list) => {
+                            list.iter().map(|s| s.len() + size_of::<String>()).sum()
+                        }
+                        AttrValue::Int(_) | AttrValue::Bool(_) => 0,
+                    }
+            })
+            .sum();
+        let pod = self
+            .pod
+            .as_ref()
+            .map_or(0, |p| p.uid.len() + p.namespace.len() + p.name.len());
+        let status = match &self.status {
+            SpanStatus::Error(message) => message.len(),
+            _ => 0,
+        };
+        size_of::<Self>() + self.name.len() + self.service.len() + attributes + pod + status
+    }
+
     /// The value of a string attribute, if present.
     pub fn attr_str(&self, key: &str) -> Option<&str> {
         self.attributes.iter().find_map(|a| match &a.value {

@@ -1,6 +1,7 @@
 //! Loads the real eBPF programs into the running kernel and checks what they report for
 //! processes this test starts. Needs root (CAP_BPF, CAP_PERFMON, tracefs); skips otherwise.
 
+use nodetrace::budget::ByteBudget;
 use nodetrace::ebpf::{KernelEvent, KernelProbes, ReaderStats, VMLINUX_BTF, run_reader};
 use nodetrace_common::{BinaryKey, ExecRole, TrackedKind};
 use std::collections::BTreeSet;
@@ -42,7 +43,7 @@ async fn reports_runtime_execs_their_children_and_exit_codes() {
     assert_eq!(probes.attached().len(), 3);
     let (tx, mut rx) = mpsc::channel(4096);
     let stats = Arc::new(ReaderStats::default());
-    let reader = tokio::spawn(run_reader(ring, tx, stats.clone()));
+    let reader = tokio::spawn(run_reader(ring, tx, stats.clone(), ByteBudget::unbounded()));
 
     // A shell installed as `runc` and allowlisted is a runtime to the kernel side (by its
     // device and inode); the commands it forks and execs look like the container processes a
@@ -173,7 +174,12 @@ async fn a_runtime_named_entrypoint_in_a_new_mount_namespace_is_a_container_proc
     let _one_at_a_time = KERNEL.lock().await;
     let (mut probes, ring) = KernelProbes::load(Path::new(VMLINUX_BTF)).expect("load and attach");
     let (tx, mut rx) = mpsc::channel(4096);
-    let reader = tokio::spawn(run_reader(ring, tx, Arc::new(ReaderStats::default())));
+    let reader = tokio::spawn(run_reader(
+        ring,
+        tx,
+        Arc::new(ReaderStats::default()),
+        ByteBudget::unbounded(),
+    ));
     let dir = tempfile::tempdir().expect("temp dir");
     // The "runtime": util-linux's unshare installed as runc; it enters a new mount namespace
     // and execs what it is given, as runc init does with the container's entrypoint.
@@ -295,7 +301,12 @@ async fn a_cgroup_over_its_budget_loses_only_its_own_processes() {
     )
     .expect("load and attach");
     let (tx, mut rx) = mpsc::channel(65_536);
-    let reader = tokio::spawn(run_reader(ring, tx, Arc::new(ReaderStats::default())));
+    let reader = tokio::spawn(run_reader(
+        ring,
+        tx,
+        Arc::new(ReaderStats::default()),
+        ByteBudget::unbounded(),
+    ));
     let dir = tempfile::tempdir().expect("temp dir");
     let runtime = copy_as("/bin/sh", &dir.path().join("runtime"), "runc");
     probes

@@ -38,6 +38,9 @@ pub struct CorrelatorConfig {
     pub node_name: String,
     /// Most runs (execs without their exit yet) remembered; the oldest are forgotten beyond.
     pub max_pending: usize,
+    /// Most bytes those runs may hold (a run with a long command line holds ~10 KiB); the
+    /// oldest are forgotten beyond.
+    pub max_pending_bytes: usize,
     /// Most containers remembered for attribution.
     pub max_containers: usize,
     /// Service name of CRI spans until the runtime is known (`containerd`, `cri-o`).
@@ -55,6 +58,7 @@ impl Default for CorrelatorConfig {
         Self {
             node_name: String::new(),
             max_pending: 16_384,
+            max_pending_bytes: 32 << 20,
             max_containers: 16_384,
             cri_service: "containerd".to_owned(),
             state_roots: StateRoots::default(),
@@ -118,6 +122,23 @@ enum Run {
 }
 
 impl Run {
+    /// About how many bytes the run holds: its record and strings, and for a runtime run the
+    /// parsed command line (about as large again) and what attribution found.
+    fn approx_bytes(&self) -> usize {
+        match self {
+            Self::Runtime(run) => {
+                size_of::<RuntimeRun>() + 2 * run.exec.strings_bytes() + ATTRIBUTION_BYTES
+            }
+            Self::Process(run) => {
+                size_of::<ProcessRun>()
+                    + run.exec.strings_bytes()
+                    + run.cgroups.as_ref().map_or(0, String::len)
+                    + run.owner.as_ref().map_or(0, |(id, _)| id.len())
+            }
+            Self::Init { .. } => 0,
+        }
+    }
+
     fn exec_time(&self) -> u64 {
         match self {
             Self::Runtime(r) => r.exec.ktime_ns,
@@ -127,12 +148,17 @@ impl Run {
     }
 }
 
+/// What a runtime run's attribution holds, about (container id, pod, names, image).
+const ATTRIBUTION_BYTES: usize = 512;
+
 /// The correlation state machine. Single-threaded: one task owns it.
 pub struct Correlator<N: NodeView> {
     node: N,
     clock: WallClock,
     config: CorrelatorConfig,
     runs: HashMap<u32, Run>,
+    /// What `runs` hold, by [`Run::approx_bytes`].
+    pending_bytes: usize,
     /// Insertion order of `runs`, for eviction (tgid, exec time).
     run_order: VecDeque<(u32, u64)>,
     containers: ContainerCache,
@@ -156,6 +182,7 @@ impl<N: NodeView> Correlator<N> {
             pods: pods::PodEnricher::new(crate::k8s::PodDirectory::disabled()),
             config,
             runs: HashMap::new(),
+            pending_bytes: 0,
             run_order: VecDeque::new(),
             process_owners: HashMap::new(),
             stats: Arc::default(),
@@ -266,12 +293,23 @@ impl<N: NodeView> Correlator<N> {
 
     fn insert_run(&mut self, tgid: u32, run: Run) {
         self.run_order.push_back((tgid, run.exec_time()));
-        self.runs.insert(tgid, run);
+        self.pending_bytes += run.approx_bytes();
+        if let Some(replaced) = self.runs.insert(tgid, run) {
+            self.pending_bytes = self.pending_bytes.saturating_sub(replaced.approx_bytes());
+        }
         self.evict_pending();
     }
 
+    fn remove_run(&mut self, tgid: u32) -> Option<Run> {
+        let run = self.runs.remove(&tgid)?;
+        self.pending_bytes = self.pending_bytes.saturating_sub(run.approx_bytes());
+        Some(run)
+    }
+
     fn evict_pending(&mut self) {
-        while self.runs.len() > self.config.max_pending {
+        while self.runs.len() > self.config.max_pending
+            || self.pending_bytes > self.config.max_pending_bytes
+        {
             let Some((tgid, exec_time)) = self.run_order.pop_front() else {
                 break;
             };
@@ -281,7 +319,7 @@ impl<N: NodeView> Correlator<N> {
                 .get(&tgid)
                 .is_some_and(|run| run.exec_time() == exec_time)
             {
-                self.runs.remove(&tgid);
+                self.remove_run(tgid);
                 self.stats.evicted.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -294,7 +332,7 @@ impl<N: NodeView> Correlator<N> {
     }
 
     fn on_exit(&mut self, exit: &ExitRecord) -> Option<Span> {
-        let Some(run) = self.runs.remove(&exit.tgid) else {
+        let Some(run) = self.remove_run(exit.tgid) else {
             self.stats.unmatched_exits.fetch_add(1, Ordering::Relaxed);
             return None;
         };

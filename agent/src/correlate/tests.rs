@@ -851,3 +851,38 @@ fn cri_calls_whose_return_never_comes_are_forgotten_oldest_first() {
         "the newest call is still in flight"
     );
 }
+
+#[test]
+fn pending_runs_are_bounded_in_bytes_too() {
+    let f = Fixture::new();
+    let mut c = Correlator::new(
+        &f.node,
+        WallClock::sample(),
+        CorrelatorConfig {
+            max_pending: 1_000,
+            max_pending_bytes: 256 << 10,
+            ..CorrelatorConfig::default()
+        },
+    );
+    // Container processes with ~16 KiB command lines (the kernel's cap is 4 KiB; the bound does
+    // not rely on it): far fewer than max_pending fit in 256 KiB.
+    let long = "x".repeat(16 << 10);
+    for tgid in 1..=100u32 {
+        let argv = vec!["/app".to_owned(), long.clone()];
+        let event = exec(tgid, u64::from(tgid), ExecRole::ContainerProcess, argv);
+        assert!(c.on_event(event).is_none());
+    }
+    let evicted = c.stats().evicted.load(Ordering::Relaxed);
+    assert!(
+        (80..=90).contains(&evicted),
+        "{evicted} of 100 runs evicted to stay within 256 KiB"
+    );
+    assert!(
+        c.on_event(exit(1, 500, 0)).is_none(),
+        "the oldest was forgotten"
+    );
+    assert!(
+        c.on_event(exit(100, 500, 0)).is_some(),
+        "the newest is kept"
+    );
+}

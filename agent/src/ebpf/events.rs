@@ -60,6 +60,31 @@ pub enum KernelEvent {
     CriEnd(CriRecord),
 }
 
+impl KernelEvent {
+    /// About how many bytes the event takes in memory (its struct and its strings), for byte
+    /// bounds on queues.
+    pub fn approx_bytes(&self) -> usize {
+        let strings = match self {
+            Self::Exec(exec) => exec.strings_bytes(),
+            Self::Exit(_) => 0,
+            Self::CriStart(cri) | Self::CriEnd(cri) => cri.strings.iter().map(String::len).sum(),
+        };
+        size_of::<Self>() + strings
+    }
+}
+
+impl ExecRecord {
+    /// Bytes of its strings (filename and arguments, with their headers).
+    pub fn strings_bytes(&self) -> usize {
+        self.filename.len()
+            + self
+                .argv
+                .iter()
+                .map(|arg| arg.len() + size_of::<String>())
+                .sum::<usize>()
+    }
+}
+
 fn bad(reason: impl Into<String>) -> EbpfError {
     EbpfError::Record {
         reason: reason.into(),

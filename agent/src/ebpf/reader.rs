@@ -8,6 +8,7 @@ use std::sync::{
 use tokio::{io::unix::AsyncFd, sync::mpsc};
 
 use super::{EbpfError, KernelEvent, parse_record};
+use crate::budget::ByteBudget;
 
 /// Counts of what the reader saw.
 #[derive(Debug, Default)]
@@ -18,12 +19,15 @@ pub struct ReaderStats {
     pub malformed: AtomicU64,
 }
 
-/// Reads records until the channel closes. Records that do not fit in the channel are counted
-/// and dropped rather than waited for, so the ring buffer keeps draining.
+/// Reads records until the channel closes. Records that do not fit in the channel (its count
+/// or `budget`, in bytes: the consumer gives each event's [`KernelEvent::approx_bytes`] back
+/// once done with it) are counted and dropped rather than waited for, so the ring buffer keeps
+/// draining.
 pub async fn run_reader(
     ring: RingBuf<MapData>,
     events: mpsc::Sender<KernelEvent>,
     stats: Arc<ReaderStats>,
+    budget: ByteBudget,
 ) -> Result<(), EbpfError> {
     // SAFETY: the ring buffer owns its map fd, which stays open and unchanged until the
     // AsyncFd (which owns the ring buffer) is dropped.
@@ -38,13 +42,21 @@ pub async fn run_reader(
         while let Some(item) = ring.next() {
             stats.received.fetch_add(1, Ordering::Relaxed);
             match parse_record(&item) {
-                Ok(event) => match events.try_send(event) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(_)) => {
+                Ok(event) => {
+                    let bytes = event.approx_bytes();
+                    if !budget.try_take(bytes) {
                         stats.queue_full.fetch_add(1, Ordering::Relaxed);
+                        continue;
                     }
-                    Err(mpsc::error::TrySendError::Closed(_)) => return Ok(()),
-                },
+                    match events.try_send(event) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            budget.release(bytes);
+                            stats.queue_full.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => return Ok(()),
+                    }
+                }
                 Err(err) => {
                     stats.malformed.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(error = %err, "dropping a malformed ring-buffer record");

@@ -611,6 +611,29 @@ async fn a_full_queue_drops_spans_and_counts_them() {
 }
 
 #[tokio::test]
+async fn a_queue_full_in_bytes_drops_spans_and_gives_room_back_once_committed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let one_span = runc_span(0, "uid-a", recent(0)).approx_bytes();
+    let config = StoreConfig {
+        // Room for three spans of this size, whatever the queue's count.
+        queue_max_bytes: 3 * one_span + one_span / 2,
+        ..StoreConfig::default()
+    };
+    let store = Store::open(dir.path(), config).expect("open");
+    let (sink, writer) = store.start_writer(1024);
+    // The test runtime has one thread: the writer cannot run before this task yields.
+    let refused = (0..7)
+        .filter(|&id| sink.send(runc_span(id, "uid-a", recent(id))).is_err())
+        .count();
+    assert_eq!(refused, 4);
+    eventually("the queued spans are committed", || stored(&store) == 3).await;
+    sink.send(runc_span(9, "uid-a", recent(9)))
+        .expect("room again once the batch is committed");
+    let stats = writer.shutdown().await;
+    assert_eq!((stats.committed, stats.dropped), (4, 4));
+}
+
+#[tokio::test]
 async fn the_writer_flushes_and_ends_when_every_sink_is_dropped() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = StoreConfig {

@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::Store;
+use crate::budget::ByteBudget;
 use crate::model::Span;
 
 /// How often the writer applies retention (the first run is at start).
@@ -26,6 +27,8 @@ pub struct SinkFull;
 pub struct SpanSink {
     queue: mpsc::Sender<Span>,
     counters: Arc<WriterCounters>,
+    /// Bytes of the spans queued and not yet committed.
+    budget: ByteBudget,
 }
 
 /// Stops the writer task.
@@ -67,7 +70,13 @@ impl SpanSink {
     /// Queues a span for the writer. When the queue is full or the writer has stopped, the span
     /// is dropped and counted, and `SinkFull` returned.
     pub fn send(&self, span: Span) -> Result<(), SinkFull> {
+        let bytes = span.approx_bytes();
+        if !self.budget.try_take(bytes) {
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            return Err(SinkFull);
+        }
         self.queue.try_send(span).map_err(|_| {
+            self.budget.release(bytes);
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
             SinkFull
         })
@@ -119,17 +128,20 @@ impl Store {
         let (queue, receiver) = mpsc::channel(queue_capacity.max(1));
         let (stop, stop_receiver) = watch::channel(false);
         let counters = Arc::<WriterCounters>::default();
+        let budget = ByteBudget::new(self.config().queue_max_bytes.max(1));
         let writer = Writer {
             store: self.clone(),
             queue: receiver,
             stop: stop_receiver,
             counters: Arc::clone(&counters),
             batch_max_spans: self.config().batch_max_spans.max(1),
+            budget: budget.clone(),
         };
         let task = tokio::spawn(writer.run());
         let sink = SpanSink {
             queue,
             counters: Arc::clone(&counters),
+            budget,
         };
         (
             sink,
@@ -148,6 +160,7 @@ struct Writer {
     stop: watch::Receiver<bool>,
     counters: Arc<WriterCounters>,
     batch_max_spans: usize,
+    budget: ByteBudget,
 }
 
 /// Most spans in one commit when spans are waiting beyond a full batch.
@@ -207,6 +220,7 @@ impl Writer {
     async fn commit(&self, batch: &mut Vec<Span>) {
         let spans = std::mem::replace(batch, Vec::with_capacity(self.batch_max_spans));
         let count = spans.len() as u64;
+        let bytes: usize = spans.iter().map(Span::approx_bytes).sum();
         let store = self.store.clone();
         let outcome = tokio::task::spawn_blocking(move || store.put_batch(&spans)).await;
         let counters = &self.counters;
@@ -223,6 +237,7 @@ impl Writer {
                 tracing::error!(%error, spans = count, "the store commit task failed");
             }
         }
+        self.budget.release(bytes);
     }
 
     async fn retain(&self) {
