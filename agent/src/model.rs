@@ -107,7 +107,7 @@ pub enum AttrValue {
 
 /// Most bytes kept of a text value that a pod's owner controls (an annotation or label read
 /// from a bundle or the API): longer ones are cut at a character boundary and end in `…`.
-pub const MAX_TENANT_TEXT_BYTES: usize = 1024;
+pub const MAX_TENANT_TEXT_BYTES: usize = 512;
 
 /// `value`, cut to [`MAX_TENANT_TEXT_BYTES`].
 pub fn capped(value: &str) -> String {

@@ -125,6 +125,10 @@ pub async fn traces(
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
+/// Most bytes of spans (by [`Span::approx_bytes`]) in one answer: with the API's cap on
+/// requests at once, this bounds what answers hold in memory (the JSON about as much again).
+pub const ANSWER_MAX_BYTES: usize = 4 << 20;
+
 /// Asks the store for one more span than the limit, so that [`answer`] can tell when it cut.
 fn fetch_spans(store: &Store, request: &TraceRequest) -> Result<Vec<Span>, StoreError> {
     let uids = match &request.pod {
@@ -133,11 +137,12 @@ fn fetch_spans(store: &Store, request: &TraceRequest) -> Result<Vec<Span>, Store
     };
     let mut spans = Vec::new();
     for uid in uids {
-        spans.extend(store.spans_for_pod(
+        spans.extend(store.spans_for_pod_within(
             &uid,
             request.start_unix_ns,
             request.end_unix_ns,
             request.limit.saturating_add(1),
+            ANSWER_MAX_BYTES.saturating_add(1),
         )?);
     }
     Ok(spans)
@@ -154,14 +159,33 @@ pub fn answer(spans: Vec<Span>, request: &TraceRequest) -> Vec<TraceSpans> {
         .collect();
     spans.sort_by_key(|s| (s.start_unix_ns, s.end_unix_ns, s.span_id));
     spans.dedup_by(|a, b| a.trace_id == b.trace_id && a.span_id == b.span_id);
-    let truncated = spans.len() > request.limit;
+    let over_limit = spans.len() > request.limit;
     spans.truncate(request.limit);
+    let mut bytes = 0usize;
+    let within_bytes = spans
+        .iter()
+        .take_while(|span| {
+            bytes = bytes.saturating_add(span.approx_bytes());
+            bytes <= ANSWER_MAX_BYTES
+        })
+        .count();
+    let over_bytes = within_bytes < spans.len();
+    spans.truncate(within_bytes);
+    let kept = spans.len();
     let mut traces = group_into_traces(spans);
-    if truncated {
-        let warning = format!(
-            "nodetrace: more than {} spans in the window, only the first {} by start time are here",
-            request.limit, request.limit
-        );
+    if over_limit || over_bytes {
+        let warning = if over_bytes {
+            format!(
+                "nodetrace: the spans in the window take more than {} MiB, only the first {kept} \
+                 by start time are here (ask for a shorter window)",
+                ANSWER_MAX_BYTES >> 20
+            )
+        } else {
+            format!(
+                "nodetrace: more than {} spans in the window, only the first {} by start time are here",
+                request.limit, request.limit
+            )
+        };
         for trace in &mut traces {
             trace.warnings.push(warning.clone());
         }

@@ -223,6 +223,38 @@ async fn limit_cuts_by_start_time_and_warns() {
 }
 
 #[tokio::test]
+async fn an_answer_is_cut_at_its_byte_cap_and_warns() {
+    // The fixture's spans, each made ~1 MiB by a long attribute: the answer stops at 4 MiB.
+    let spans: Vec<Span> = fixtures::pod_trace()
+        .into_iter()
+        .map(|mut span| {
+            span.attributes
+                .push(crate::model::Attribute::str("bulk", "x".repeat(1 << 20)));
+            span
+        })
+        .collect();
+    assert!(spans.len() > 4, "the fixture has enough spans to be cut");
+    let s = setup_with(None, &spans);
+    let uri = format!(
+        "/api/traces?pod=default/web-0&start={}&end={}&limit=100",
+        us(fixtures::T0),
+        us(fixtures::T0 + 10_000 * MS)
+    );
+    let answer = get(&s.app, &uri, None).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let kept = operation_names(&answer.body).len();
+    assert!(
+        (1..4).contains(&kept),
+        "{kept} spans of ~1 MiB in a 4 MiB answer"
+    );
+    let warnings = &decode(&answer.body).data[0].warnings;
+    assert!(
+        warnings.iter().any(|w| w.contains("more than 4 MiB")),
+        "{warnings:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_reused_pod_name_answers_every_pod() {
     let mut spans = fixtures::pod_trace();
     let mut second = fixtures::pod_trace()[1].clone();

@@ -59,7 +59,7 @@ impl Default for CorrelatorConfig {
             node_name: String::new(),
             max_pending: 16_384,
             max_pending_bytes: 32 << 20,
-            max_containers: 16_384,
+            max_containers: 8_192,
             cri_service: "containerd".to_owned(),
             state_roots: StateRoots::default(),
             redactor: Redactor::default(),

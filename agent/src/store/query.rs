@@ -53,8 +53,22 @@ impl Store {
         end_unix_ns: u64,
         limit: usize,
     ) -> Result<Vec<Span>, StoreError> {
+        self.spans_for_pod_within(pod_uid, start_unix_ns, end_unix_ns, limit, usize::MAX)
+    }
+
+    /// [`Store::spans_for_pod`], also stopping after the span that brings the spans read to
+    /// `max_bytes` (by [`Span::approx_bytes`]), so one answer's memory is bounded whatever the
+    /// spans hold.
+    pub fn spans_for_pod_within(
+        &self,
+        pod_uid: &str,
+        start_unix_ns: u64,
+        end_unix_ns: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Span>, StoreError> {
         match OwnerKey::pod(pod_uid) {
-            Some(owner) => self.spans_of(&owner, start_unix_ns, end_unix_ns, limit),
+            Some(owner) => self.spans_of(&owner, start_unix_ns, end_unix_ns, limit, max_bytes),
             None => Ok(Vec::new()),
         }
     }
@@ -67,7 +81,13 @@ impl Store {
         end_unix_ns: u64,
         limit: usize,
     ) -> Result<Vec<Span>, StoreError> {
-        self.spans_of(&OwnerKey::unattributed(), start_unix_ns, end_unix_ns, limit)
+        self.spans_of(
+            &OwnerKey::unattributed(),
+            start_unix_ns,
+            end_unix_ns,
+            limit,
+            usize::MAX,
+        )
     }
 
     fn spans_of(
@@ -76,6 +96,7 @@ impl Store {
         start: u64,
         end: u64,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<Vec<Span>, StoreError> {
         if limit == 0 || start > end {
             return Ok(Vec::new());
@@ -94,6 +115,7 @@ impl Store {
         let scan_from = start.saturating_sub(summary.max_duration_ns);
         let (first, last) = keys::span_range(owner, scan_from, end);
         let mut spans = Vec::new();
+        let mut bytes = 0usize;
         for entry in tables
             .spans
             .range(
@@ -108,8 +130,9 @@ impl Store {
             let (_, value) = entry.map_err(lmdb("scan spans"))?;
             let span = decode_span(value)?;
             if span.end_unix_ns >= start {
+                bytes = bytes.saturating_add(span.approx_bytes());
                 spans.push(span);
-                if spans.len() == limit {
+                if spans.len() == limit || bytes >= max_bytes {
                     break;
                 }
             }
