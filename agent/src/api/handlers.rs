@@ -127,7 +127,7 @@ pub async fn traces(
 
 /// Most bytes of spans (by [`Span::approx_bytes`]) in one answer: with the API's cap on
 /// requests at once, this bounds what answers hold in memory (the JSON about as much again).
-pub const ANSWER_MAX_BYTES: usize = 4 << 20;
+pub const ANSWER_MAX_BYTES: usize = 2 << 20;
 
 /// Asks the store for one more span than the limit, so that [`answer`] can tell when it cut.
 fn fetch_spans(store: &Store, request: &TraceRequest) -> Result<Vec<Span>, StoreError> {

@@ -58,7 +58,7 @@ impl Default for CorrelatorConfig {
         Self {
             node_name: String::new(),
             max_pending: 16_384,
-            max_pending_bytes: 32 << 20,
+            max_pending_bytes: 16 << 20,
             max_containers: 8_192,
             cri_service: "containerd".to_owned(),
             state_roots: StateRoots::default(),

@@ -56,7 +56,7 @@ pub struct StoreConfig {
     /// Default: 50 ms (a span is queryable at most that long after it ended; a commit costs ~2 ms).
     pub batch_max_delay: Duration,
     /// Bytes of spans queued for the writer and not yet committed; a span beyond is dropped and
-    /// counted. Default: 32 MiB.
+    /// counted. Default: 16 MiB.
     pub queue_max_bytes: usize,
     /// LMDB reader slots: read transactions open at once (API queries, metrics, retention).
     /// A query beyond fails with "readers full" instead of waiting. Default: 16.
@@ -71,7 +71,7 @@ impl Default for StoreConfig {
             batch_max_spans: 512,
             batch_max_delay: Duration::from_millis(50),
             max_readers: 16,
-            queue_max_bytes: 32 << 20,
+            queue_max_bytes: 16 << 20,
         }
     }
 }
