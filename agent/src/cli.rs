@@ -53,6 +53,10 @@ pub struct ServerArgs {
     /// File holding the bearer token for the agents.
     #[arg(long, env = "NODETRACE_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// CA certificates (PEM) an `https://` agent's certificate must chain to; no system roots
+    /// are built in, so an https server needs it.
+    #[arg(long, value_name = "FILE", env = "NODETRACE_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -97,9 +101,29 @@ pub struct AgentArgs {
     /// Serve a non-loopback address without authentication (only behind a trusted network).
     #[arg(long)]
     pub insecure_no_auth: bool,
+    /// Serve the API over TLS (HTTP/1.1, TLS 1.2 and 1.3) with this certificate, PEM: the
+    /// agent's certificate first, then its intermediates; with --tls-key-file. Read once at
+    /// start. TLS does not replace the token: off the loopback address --token-file is still
+    /// needed. A client has 10 s to finish the handshake.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "NODETRACE_TLS_CERT_FILE",
+        requires = "tls_key_file"
+    )]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key of --tls-cert-file, PEM (PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "NODETRACE_TLS_KEY_FILE",
+        requires = "tls_cert_file"
+    )]
+    pub tls_key_file: Option<PathBuf>,
     /// Most HTTP connections served at once; more wait in the listen backlog until one closes.
     /// A connection that sends no complete request head within 10 s of connecting (or of its
-    /// previous answer) is closed, so slow clients hold a slot for 10 s at most.
+    /// previous answer) is closed, so slow clients hold a slot for 10 s at most (20 s with
+    /// TLS: 10 s more for the handshake).
     #[arg(
         long,
         default_value_t = crate::api::serve::DEFAULT_MAX_CONNECTIONS,
@@ -189,7 +213,8 @@ pub struct AgentArgs {
     )]
     pub oci_runtime_binaries: Vec<PathBuf>,
     /// Also push every span to this OpenTelemetry collector (gRPC: `http://host:4317`;
-    /// with `--otlp-protocol http`: `http://host:4318`). Off when not set.
+    /// with `--otlp-protocol http`: `http://host:4318`; `https://` for TLS, with
+    /// --otlp-ca-file). Off when not set.
     #[arg(long, env = "NODETRACE_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
     /// OTLP transport: `grpc` or `http` (HTTP/protobuf).
@@ -202,6 +227,28 @@ pub struct AgentArgs {
     /// Time limit of one OTLP export request, e.g. 10s.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub otlp_timeout: Duration,
+    /// CA certificates (PEM) the collector's certificate must chain to. Needed for an
+    /// `https://` --otlp-endpoint: no system roots are built in (the image's own bundle is
+    /// /etc/ssl/certs/ca-certificates.crt). Read once at start.
+    #[arg(long, value_name = "FILE", env = "NODETRACE_OTLP_CA_FILE")]
+    pub otlp_ca_file: Option<PathBuf>,
+    /// A client certificate (PEM, then its intermediates) the agent presents to an `https://`
+    /// collector that asks for one (mutual TLS); with --otlp-client-key-file.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "NODETRACE_OTLP_CLIENT_CERT_FILE",
+        requires = "otlp_client_key_file"
+    )]
+    pub otlp_client_cert_file: Option<PathBuf>,
+    /// The private key of --otlp-client-cert-file, PEM (PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "NODETRACE_OTLP_CLIENT_KEY_FILE",
+        requires = "otlp_client_cert_file"
+    )]
+    pub otlp_client_key_file: Option<PathBuf>,
     /// Name of the cluster, put on exported spans as the resource attribute k8s.cluster.name.
     #[arg(long, env = "NODETRACE_CLUSTER_NAME")]
     pub cluster_name: Option<String>,

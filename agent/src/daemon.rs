@@ -50,6 +50,8 @@ pub async fn run_until(
 ) -> anyhow::Result<()> {
     let token = crate::cli::read_token_file(args.token_file.as_deref())?;
     api::check_listen_policy(args.listen, token.as_deref(), args.insecure_no_auth)?;
+    let api_tls =
+        crate::tls::api_acceptor(args.tls_cert_file.as_deref(), args.tls_key_file.as_deref())?;
     let node_name = match &args.node_name {
         Some(name) => name.clone(),
         None => hostname(),
@@ -154,6 +156,11 @@ pub async fn run_until(
                 cluster_name: args.cluster_name.clone(),
                 node_name: node_name.clone(),
                 host_name: hostname(),
+                tls: crate::export::ExportTls {
+                    ca_file: args.otlp_ca_file.clone(),
+                    client_cert_file: args.otlp_client_cert_file.clone(),
+                    client_key_file: args.otlp_client_key_file.clone(),
+                },
                 ..ExportConfig::default()
             };
             let (export_sink, export_handle) =
@@ -252,7 +259,7 @@ pub async fn run_until(
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    tracing::info!(listen = %args.listen, data_dir = %args.data_dir.display(), "nodetrace agent ready");
+    tracing::info!(listen = %args.listen, tls = api_tls.is_some(), data_dir = %args.data_dir.display(), "nodetrace agent ready");
     let http_metrics = HttpMetrics::default();
     let metrics_routes = api::router::behind_token(
         metrics::router(Arc::new(Metrics::new(metric_sources, &http_metrics))),
@@ -274,7 +281,10 @@ pub async fn run_until(
     .merge(metrics_routes);
     let app = api::bound_requests(app, &limits)
         .layer(from_fn_with_state(http_metrics, metrics::track_http));
-    api::serve(listener, app, &limits, shutdown).await;
+    match api_tls {
+        Some(tls) => api::serve::serve_tls(listener, tls, app, &limits, shutdown).await,
+        None => api::serve(listener, app, &limits, shutdown).await,
+    }
 
     tracing::info!("shutting down");
     // Detaching the programs closes nothing by itself; stop the reader, then let the

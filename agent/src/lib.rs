@@ -22,3 +22,4 @@ pub mod query;
 pub mod redact;
 pub mod store;
 pub mod supervise;
+pub mod tls;

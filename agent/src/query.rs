@@ -43,9 +43,20 @@ fn clients(args: &ServerArgs) -> anyhow::Result<Vec<Client>> {
         );
     }
     servers.dedup();
+    let ca = match &args.ca_file {
+        Some(path) => crate::tls::PemFile::read(path, "the CA file (--ca-file)")?.certificates()?,
+        None => Vec::new(),
+    };
     servers
         .iter()
-        .map(|server| Ok(Client::new(server, token.clone(), DEFAULT_TIMEOUT)?))
+        .map(|server| {
+            Ok(Client::trusting(
+                server,
+                token.clone(),
+                DEFAULT_TIMEOUT,
+                &ca,
+            )?)
+        })
         .collect()
 }
 

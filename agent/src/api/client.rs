@@ -1,10 +1,12 @@
 //! The CLI's HTTP client: fetches a pod's traces from an agent's `/api/traces` in the Kelemetry
-//! (Jaeger domain model) format and decodes them.
+//! (Jaeger domain model) format and decodes them. An `https://` agent is trusted when its
+//! certificate chains to the given CA (no system roots are built in).
 
 use super::format::jaeger_model::{Trace, TracesResponse};
 use super::params::PodSelector;
 use super::pods::PodPage;
 use reqwest::Url;
+use rustls::pki_types::CertificateDer;
 use std::time::Duration;
 
 /// How long one query may take by default.
@@ -20,6 +22,10 @@ pub enum ClientError {
     },
     #[error("server url {url:?} is not http or https")]
     BadScheme { url: String },
+    #[error(
+        "server url {url:?} is https: give the CA that signs the agent's certificate (--ca-file)"
+    )]
+    HttpsWithoutCa { url: String },
     #[error("cannot set up the http client")]
     Build {
         #[source]
@@ -101,6 +107,17 @@ impl Client {
         token: Option<String>,
         timeout: Duration,
     ) -> Result<Self, ClientError> {
+        Self::trusting(server, token, timeout, &[])
+    }
+
+    /// [`Client::new`] trusting `ca` (CA certificates) for an `https://` server, which needs
+    /// at least one.
+    pub fn trusting(
+        server: &str,
+        token: Option<String>,
+        timeout: Duration,
+        ca: &[CertificateDer<'static>],
+    ) -> Result<Self, ClientError> {
         let mut base = Url::parse(server).map_err(|source| ClientError::BadUrl {
             url: server.to_owned(),
             source,
@@ -126,8 +143,18 @@ impl Client {
                 url: server.to_owned(),
                 source,
             })?;
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
+        if base.scheme() == "https" && ca.is_empty() {
+            return Err(ClientError::HttpsWithoutCa {
+                url: server.to_owned(),
+            });
+        }
+        let mut builder = reqwest::Client::builder().timeout(timeout);
+        for certificate in ca {
+            let certificate = reqwest::Certificate::from_der(certificate)
+                .map_err(|source| ClientError::Build { source })?;
+            builder = builder.add_root_certificate(certificate);
+        }
+        let http = builder
             .build()
             .map_err(|source| ClientError::Build { source })?;
         Ok(Self {
@@ -317,6 +344,10 @@ mod tests {
         assert!(matches!(
             Client::new("ftp://node-a", None, DEFAULT_TIMEOUT),
             Err(ClientError::BadScheme { .. })
+        ));
+        assert!(matches!(
+            Client::new("https://node-a:9750", None, DEFAULT_TIMEOUT),
+            Err(ClientError::HttpsWithoutCa { .. })
         ));
         let client = Client::new("http://node-a:9464/x", None, DEFAULT_TIMEOUT).expect("client");
         assert_eq!(

@@ -2,7 +2,8 @@
 //! head, how long a request may take, how many connections and requests are served at once, and
 //! how long shutdown waits for them. A client, hostile or broken, can hold a connection for at
 //! most the header-read timeout without sending a request, and a query for at most the request
-//! timeout.
+//! timeout. With TLS ([`serve_tls`]) the handshake comes first and has a time limit of its own:
+//! a client that connects and never finishes it holds a connection for that long at most.
 
 use super::handlers::ApiError;
 use super::router::LIVENESS_PATH;
@@ -17,6 +18,7 @@ use std::{future::Future, io, sync::Arc, time::Duration};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 
 /// A connection that has not sent a whole request head (request line and headers) this long
 /// after it was accepted, or after its previous answer when kept alive, is closed without an
@@ -32,6 +34,10 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// all of them together stay near 20 MiB; the API's clients (an aggregator, Prometheus, the CLI)
 /// need a handful.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// With TLS, a connection that has not finished its handshake this long after it was accepted
+/// is closed; the header-read timeout starts after it. Clients complete a handshake in a few
+/// round trips; 10 s leaves room for a slow network.
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Requests served at once, all routes but `/healthz`; more wait (within the request timeout)
 /// for one to finish. A trace answer of `params::MAX_LIMIT` spans takes some tens of MiB to
 /// build, so 8 at once stay within the agent's memory budget, and below LMDB's reader slots.
@@ -58,6 +64,7 @@ pub struct ServeLimits {
     pub max_connections: usize,
     pub max_requests: usize,
     pub shutdown_grace: Duration,
+    pub tls_handshake_timeout: Duration,
 }
 
 impl Default for ServeLimits {
@@ -68,6 +75,7 @@ impl Default for ServeLimits {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_requests: DEFAULT_MAX_REQUESTS,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            tls_handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
         }
     }
 }
@@ -135,6 +143,39 @@ pub async fn serve(
     limits: &ServeLimits,
     shutdown: impl Future<Output = ()>,
 ) {
+    serve_with(listener, None, app, limits, shutdown).await;
+}
+
+/// [`serve`] over TLS: each connection first completes a handshake with `tls` within
+/// `tls_handshake_timeout`, or is closed.
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: TlsAcceptor,
+    app: Router,
+    limits: &ServeLimits,
+    shutdown: impl Future<Output = ()>,
+) {
+    serve_with(listener, Some(tls), app, limits, shutdown).await;
+}
+
+/// The TLS side of a connection: what accepts the handshake, and how long it may take.
+#[derive(Clone)]
+struct Handshake {
+    acceptor: TlsAcceptor,
+    timeout: Duration,
+}
+
+async fn serve_with(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    app: Router,
+    limits: &ServeLimits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let handshake = tls.map(|acceptor| Handshake {
+        acceptor,
+        timeout: limits.tls_handshake_timeout,
+    });
     let builder = Arc::new(connection_builder(limits));
     let connection_slots = Arc::new(Semaphore::new(limits.max_connections));
     let (closing, closing_rx) = watch::channel(false);
@@ -156,6 +197,7 @@ pub async fn serve(
         connections.spawn(serve_connection(
             builder.clone(),
             stream,
+            handshake.clone(),
             app.clone(),
             closing_rx.clone(),
             slot,
@@ -223,15 +265,43 @@ fn reap(connections: &mut JoinSet<()>) {
     }
 }
 
-/// One connection, holding its slot until it ends; on shutdown it finishes the answer in
-/// progress, if any, and closes.
+/// One connection, holding its slot until it ends: the TLS handshake first when there is one
+/// (given up at shutdown), then HTTP; on shutdown it finishes the answer in progress, if any,
+/// and closes.
 async fn serve_connection(
     builder: Arc<auto::Builder<TokioExecutor>>,
     stream: TcpStream,
+    handshake: Option<Handshake>,
     app: Router,
     mut closing: watch::Receiver<bool>,
     _slot: OwnedSemaphorePermit,
 ) {
+    let Some(handshake) = handshake else {
+        return serve_http(&builder, stream, app, closing).await;
+    };
+    let accepted = tokio::select! {
+        accepted = tokio::time::timeout(handshake.timeout, handshake.acceptor.accept(stream)) => {
+            accepted
+        }
+        _ = closing.changed() => return,
+    };
+    // Failed and unfinished handshakes are the client's business, as HTTP errors are.
+    match accepted {
+        Ok(Ok(stream)) => serve_http(&builder, stream, app, closing).await,
+        Ok(Err(err)) => tracing::debug!(error = %err, "TLS handshake failed"),
+        Err(_) => tracing::debug!(timeout = ?handshake.timeout, "no TLS handshake in time"),
+    }
+}
+
+/// HTTP on one connection, plain or TLS.
+async fn serve_http<S>(
+    builder: &auto::Builder<TokioExecutor>,
+    stream: S,
+    app: Router,
+    mut closing: watch::Receiver<bool>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
     let mut connection = std::pin::pin!(connection);
     let ended = tokio::select! {
@@ -268,3 +338,7 @@ pub fn parse_connection_cap(text: &str) -> Result<usize, String> {
 #[cfg(test)]
 #[path = "serve_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "tls_tests.rs"]
+mod tls_tests;

@@ -1,8 +1,10 @@
 //! The opentelemetry-otlp `SpanExporter` for the configured endpoint, protocol and headers.
 //!
 //! Its own retries are turned off: the export task retries with its own backoff and counts.
+//! An `https://` endpoint gets the TLS of [`CollectorTls`].
 
 use super::config::header_pairs;
+use super::tls::CollectorTls;
 use super::{ExportConfig, ExportError, Protocol};
 use opentelemetry_otlp::tonic_types::metadata::MetadataMap;
 use opentelemetry_otlp::{
@@ -13,35 +15,47 @@ use std::collections::HashMap;
 /// The path of the traces signal on an OTLP/HTTP receiver.
 const HTTP_TRACES_PATH: &str = "/v1/traces";
 
-/// Builds the exporter. The gRPC channel connects lazily, so a collector that is down is not
-/// an error here. Needs a tokio runtime.
+/// Builds the exporter, reading the TLS files of an `https://` endpoint. The gRPC channel
+/// connects lazily, so a collector that is down is not an error here. Needs a tokio runtime.
 pub(super) fn build(config: &ExportConfig) -> Result<SpanExporter, ExportError> {
     let headers = header_pairs(&config.headers)?;
     let built = match config.protocol {
         Protocol::Grpc => {
+            let endpoint = grpc_endpoint(&config.endpoint);
+            let tls = CollectorTls::for_endpoint(&endpoint, &config.tls)?;
             let metadata = MetadataMap::from_headers(headers.into_iter().collect());
-            SpanExporter::builder()
+            let builder = SpanExporter::builder()
                 .with_tonic()
-                .with_endpoint(grpc_endpoint(&config.endpoint))
+                .with_endpoint(endpoint)
                 .with_timeout(config.timeout)
                 .with_metadata(metadata)
-                .with_retry_policy(RetryPolicy::disabled())
-                .build()
+                .with_retry_policy(RetryPolicy::disabled());
+            match tls {
+                Some(tls) => builder.with_tls_config(tls.grpc()).build(),
+                None => builder.build(),
+            }
         }
         Protocol::HttpProtobuf => {
+            let endpoint = http_endpoint(&config.endpoint)?;
+            let tls = CollectorTls::for_endpoint(&endpoint, &config.tls)?;
             let headers: HashMap<String, String> = headers
                 .into_iter()
                 .zip(&config.headers)
                 .map(|((name, _), (_, value))| (name.as_str().to_owned(), value.clone()))
                 .collect();
-            SpanExporter::builder()
+            let builder = SpanExporter::builder()
                 .with_http()
                 .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                .with_endpoint(http_endpoint(&config.endpoint)?)
+                .with_endpoint(endpoint)
                 .with_timeout(config.timeout)
                 .with_headers(headers)
-                .with_retry_policy(RetryPolicy::disabled())
-                .build()
+                .with_retry_policy(RetryPolicy::disabled());
+            match tls {
+                Some(tls) => builder
+                    .with_http_client(tls.http_client(config.timeout)?)
+                    .build(),
+                None => builder.build(),
+            }
         }
     };
     built.map_err(|source| ExportError::Build {

@@ -1,6 +1,6 @@
 //! Export settings, their defaults, and the `--otlp-header key=value` parser.
 
-use super::ExportError;
+use super::{ExportError, ExportTls};
 use http::{HeaderName, HeaderValue};
 use std::fmt;
 use std::time::Duration;
@@ -30,7 +30,7 @@ impl fmt::Display for Protocol {
 pub struct ExportConfig {
     /// The collector. gRPC: `http://host:4317` (`host:4317` gets `http://`). HTTP: a base URL
     /// (`http://host:4318`, to which `/v1/traces` is added) or the full URL of the traces path.
-    /// Default `http://localhost:4317`. Plain text only: no TLS support is built in.
+    /// Default `http://localhost:4317`. `https://` uses TLS with the CA of `tls` (required).
     pub endpoint: String,
     /// Default gRPC.
     pub protocol: Protocol,
@@ -60,6 +60,8 @@ pub struct ExportConfig {
     pub node_name: String,
     /// Resource attribute `host.name`, left out when empty. Default empty.
     pub host_name: String,
+    /// The CA file and client certificate of an `https://` endpoint. Default none.
+    pub tls: ExportTls,
 }
 
 impl Default for ExportConfig {
@@ -79,6 +81,7 @@ impl Default for ExportConfig {
             cluster_name: None,
             node_name: String::new(),
             host_name: String::new(),
+            tls: ExportTls::default(),
         }
     }
 }
@@ -110,6 +113,7 @@ impl ExportConfig {
                 reason: "must be longer than zero and at most retry_max",
             });
         }
+        self.tls.validate()?;
         header_pairs(&self.headers).map(drop)
     }
 }

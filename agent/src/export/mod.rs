@@ -14,11 +14,13 @@ mod convert;
 mod outbox;
 mod pipeline;
 mod stats;
+mod tls;
 mod worker;
 
 pub use config::{ExportConfig, Protocol, parse_header};
 pub use pipeline::{ExportHandle, ExportSink, Exporter};
 pub use stats::ExportStats;
+pub use tls::ExportTls;
 
 use thiserror::Error;
 
@@ -53,6 +55,24 @@ pub enum ExportError {
     Setting {
         setting: &'static str,
         reason: &'static str,
+    },
+
+    #[error(
+        "otlp endpoint `{endpoint}` is https: give the CA that signs the collector's \
+         certificate (--otlp-ca-file); no system roots are built in"
+    )]
+    HttpsWithoutCa { endpoint: String },
+
+    #[error(
+        "otlp endpoint `{endpoint}` is not https: the TLS files (--otlp-ca-file, \
+         --otlp-client-cert-file) apply to https:// endpoints only"
+    )]
+    TlsWithoutHttps { endpoint: String },
+
+    #[error(transparent)]
+    Tls {
+        #[from]
+        source: crate::tls::TlsError,
     },
 
     #[error("cannot build the otlp {protocol} exporter")]
