@@ -16,6 +16,7 @@ use tokio::{
 use crate::supervise::faults;
 use crate::{
     api::{self, ApiState, Readiness},
+    budget::ByteBudget,
     cli::{AgentArgs, OtlpProtocol},
     correlate::{Correlator, CorrelatorConfig, HostNode},
     cri::{CriWatcher, WatchConfig},
@@ -31,8 +32,10 @@ use crate::{
 };
 use nodetrace_common::EventBudget;
 
-/// Capacity of the queue between the ring-buffer reader and the correlator.
+/// Capacity of the queue between the ring-buffer reader and the correlator, in events and in
+/// bytes (an exec event with a long command line takes ~5 KiB, an exit event ~100 bytes).
 const KERNEL_EVENT_QUEUE: usize = 65_536;
+const KERNEL_EVENT_QUEUE_BYTES: usize = 16 << 20;
 /// Capacity of the queue between the correlator and the store writer.
 const SPAN_QUEUE: usize = 65_536;
 /// How often the runtime is looked for (restarts, upgrades).
@@ -116,7 +119,13 @@ pub async fn run_until(
     let (events_tx, mut events_rx) = mpsc::channel::<KernelEvent>(KERNEL_EVENT_QUEUE);
     let queued_events = events_tx.downgrade();
     let reader_stats = Arc::new(ReaderStats::default());
-    let reader = tokio::spawn(run_reader(ring, events_tx, reader_stats.clone()));
+    let event_budget = ByteBudget::new(KERNEL_EVENT_QUEUE_BYTES);
+    let reader = tokio::spawn(run_reader(
+        ring,
+        events_tx,
+        reader_stats.clone(),
+        event_budget.clone(),
+    ));
     supervisor.watch(StageWatch {
         name: "ring-buffer reader",
         task: Some(reader.abort_handle()),
@@ -219,6 +228,7 @@ pub async fn run_until(
                 None => {}
             }
             correlator_progress.advance();
+            event_budget.release(event.approx_bytes());
             if service_rx.has_changed().unwrap_or(false) {
                 correlator.set_cri_service(&service_rx.borrow_and_update());
             }

@@ -6,6 +6,7 @@
 //! `query` the `nodetrace trace` command.
 
 pub mod api;
+pub mod budget;
 pub mod cli;
 pub mod config_file;
 pub mod correlate;
