@@ -66,8 +66,22 @@ pub enum PclntabError {
     },
     #[error("pclntab function table is not sorted at entry {index}")]
     Unsorted { index: usize },
-    #[error("pclntab has no text start (the header's is 0 and no fallback was given)")]
+    #[error(
+        "pclntab has no text start: the header's is 0 and neither Go's moduledata (.go.module), \
+         a relocation of the header word nor a runtime.text symbol gives one; the function \
+         addresses cannot be verified, so no uprobe is placed"
+    )]
     NoTextStart,
+    #[error(
+        "the text start of Go's moduledata ({text:#x}) fails its check: {check} is {found:#x}, \
+         expected {expected:#x}; the function addresses cannot be trusted, so no uprobe is placed"
+    )]
+    TextStartMismatch {
+        text: u64,
+        check: &'static str,
+        found: u64,
+        expected: u64,
+    },
 }
 
 /// One function of the table.
@@ -168,6 +182,16 @@ pub fn header_text_start(data: &[u8]) -> Result<Option<u64>, PclntabError> {
     } else {
         Ok(None)
     }
+}
+
+/// The first function's `entryoff` (Go 1.18+): its distance from the text start.
+pub fn first_entry_offset(data: &[u8]) -> Result<Option<u32>, PclntabError> {
+    let (version, reader) = open(data)?;
+    if !version.relative_entries() {
+        return Ok(None);
+    }
+    let functab_offset = reader.header_word(7, "function table offset")?;
+    reader.u32(functab_offset, "function entry").map(Some)
 }
 
 fn open(data: &[u8]) -> Result<(PclnVersion, Reader<'_>), PclntabError> {

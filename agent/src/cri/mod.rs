@@ -22,6 +22,7 @@ pub mod offsets;
 pub mod patterns;
 pub mod plan;
 pub mod process;
+mod prologue;
 pub mod returns;
 mod segments;
 pub mod symbols;
@@ -29,6 +30,8 @@ pub mod watch;
 
 #[cfg(test)]
 mod containerd_tests;
+#[cfg(test)]
+mod go_built_tests;
 
 pub use disasm::DisasmError;
 pub use discover::{DEFAULT_SOCKETS, DiscoverError, ProcFs};

@@ -43,6 +43,8 @@ pub enum PlanError {
     },
     #[error("{path} has none of the known CRI handler symbols (containerd 1.6/1.7/2.x, CRI-O)")]
     NotARuntime { path: PathBuf },
+    #[error("the Go function table of {path} was not used: {reason}")]
+    UnverifiedTable { path: PathBuf, reason: String },
     #[error("cannot read the CRI field offsets of {path}")]
     Offsets {
         path: PathBuf,
@@ -57,6 +59,15 @@ pub enum PlanError {
     },
     #[error("{function} has no RET instruction to put its exit probe on")]
     NoReturn { function: String },
+    #[error(
+        "{function} at {address:#x} does not start with Go's stack check (first bytes {bytes}): \
+         its address is not a verified function entry, so no uprobe is placed on this binary"
+    )]
+    NotAnEntry {
+        function: String,
+        address: u64,
+        bytes: String,
+    },
 }
 
 /// Reads the binary and plans its probes. CPU-heavy (tens of MB, disassembly): call it from
@@ -66,9 +77,20 @@ pub fn plan(path: &Path) -> Result<ProbePlan, PlanError> {
         path: path.to_owned(),
         source,
     })?;
-    let resolved = resolve(&binary).ok_or_else(|| PlanError::NotARuntime {
-        path: path.to_owned(),
-    })?;
+    let resolved = match (resolve(&binary), binary.pclntab_error()) {
+        (Some(resolved), _) => resolved,
+        (None, Some(error)) => {
+            return Err(PlanError::UnverifiedTable {
+                path: path.to_owned(),
+                reason: error.to_string(),
+            });
+        }
+        (None, None) => {
+            return Err(PlanError::NotARuntime {
+                path: path.to_owned(),
+            });
+        }
+    };
     let types = cri_types(&binary).map_err(|source| PlanError::Offsets {
         path: path.to_owned(),
         source,
@@ -76,6 +98,7 @@ pub fn plan(path: &Path) -> Result<ProbePlan, PlanError> {
     let mut handlers = Vec::with_capacity(resolved.handlers.len());
     for handler in &resolved.handlers {
         let function = &handler.function;
+        verify_entry(&binary, function)?;
         let rets = ret_offsets(&binary, function).map_err(|source| PlanError::Returns {
             function: function.name.clone(),
             source,
@@ -99,6 +122,31 @@ pub fn plan(path: &Path) -> Result<ProbePlan, PlanError> {
         handlers,
         missing: resolved.missing,
     })
+}
+
+/// Checks that `function`'s address is a Go function entry (see `prologue`).
+fn verify_entry(binary: &GoBinary, function: &super::Function) -> Result<(), PlanError> {
+    let not_an_entry = || PlanError::NotAnEntry {
+        function: function.name.clone(),
+        address: function.address,
+        bytes: binary
+            .code(function)
+            .map(|code| {
+                code.iter()
+                    .take(8)
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_else(|_| "unreadable".to_owned()),
+    };
+    let instructions =
+        super::disasm::decode_function(binary, function).map_err(|_| not_an_entry())?;
+    if super::prologue::starts_with_stack_check(&instructions) {
+        Ok(())
+    } else {
+        Err(not_an_entry())
+    }
 }
 
 #[cfg(test)]

@@ -324,7 +324,7 @@ fn pclntab_functions<'data, R: object::ReadRef<'data>>(
         return Ok(None);
     };
     let fallback = if gopclntab::header_text_start(table)? == Some(0) {
-        text_start_fallback(file, section.address(), table)
+        Some(text_start_of_zero_header(file, section.address(), table)?)
     } else {
         None
     };
@@ -344,29 +344,107 @@ fn pclntab_functions<'data, R: object::ReadRef<'data>>(
     Ok(Some(decoded.version))
 }
 
-/// The text start of a table whose header word is 0 (filled in at load time): the addend of
-/// the dynamic relocation of that word, else `runtime.text`, else the `.text` section.
-fn text_start_fallback<'data, R: object::ReadRef<'data>>(
+/// The text start of a table whose header word is 0: Go 1.26+ leaves it to the moduledata in
+/// `.go.module`, and a position-independent binary's loader fills it in through a relocation.
+/// Never the start of `.text`: an externally linked binary has C code before Go's text, and
+/// every address would be off.
+fn text_start_of_zero_header<'data, R: object::ReadRef<'data>>(
     file: &ElfFile64<'data, Endianness, R>,
     table_address: u64,
     table: &[u8],
+) -> Result<u64, PclntabError> {
+    let from_symbol = file
+        .symbols()
+        .chain(file.dynamic_symbols())
+        .find(|s| s.name() == Ok("runtime.text"))
+        .map(|s| s.address());
+    if let Some(text) = module_text_start(file, table_address, table)? {
+        if let Some(symbol) = from_symbol.filter(|&symbol| symbol != text) {
+            return Err(PclntabError::TextStartMismatch {
+                text,
+                check: "the runtime.text symbol",
+                found: symbol,
+                expected: text,
+            });
+        }
+        return Ok(text);
+    }
+    let ptr_size = u64::from(*table.get(7).ok_or(PclntabError::NoTextStart)?);
+    relocated_word(file, table_address + 8 + 2 * ptr_size)
+        .or(from_symbol)
+        .ok_or(PclntabError::NoTextStart)
+}
+
+/// Word indices in Go's `runtime.moduledata` (Go 1.26 and, unchanged, since 1.20): the
+/// `pcHeader` pointer, `minpc` and `text`.
+const MODULEDATA_PCHEADER: u64 = 0;
+const MODULEDATA_MINPC: u64 = 20;
+const MODULEDATA_TEXT: u64 = 22;
+
+/// `moduledata.text` from the `.go.module` section (Go 1.26+), when the binary has one. It is
+/// taken only when the moduledata is this table's (its `pcHeader` is the table's address) and
+/// `minpc` is the text start plus the first function's offset; otherwise an error says which
+/// check failed.
+fn module_text_start<'data, R: object::ReadRef<'data>>(
+    file: &ElfFile64<'data, Endianness, R>,
+    table_address: u64,
+    table: &[u8],
+) -> Result<Option<u64>, PclntabError> {
+    let Some(module) = file.section_by_name(".go.module") else {
+        return Ok(None);
+    };
+    let Ok(words) = module.data() else {
+        return Ok(None);
+    };
+    let word = |index: u64| -> Option<u64> {
+        let at = usize::try_from(index * 8).ok()?;
+        let stored = u64::from_le_bytes(words.get(at..at + 8)?.try_into().ok()?);
+        if stored != 0 {
+            return Some(stored);
+        }
+        relocated_word(file, module.address() + index * 8)
+    };
+    let (Some(pc_header), Some(minpc), Some(text)) = (
+        word(MODULEDATA_PCHEADER),
+        word(MODULEDATA_MINPC),
+        word(MODULEDATA_TEXT),
+    ) else {
+        return Err(PclntabError::NoTextStart);
+    };
+    if pc_header != table_address {
+        return Err(PclntabError::TextStartMismatch {
+            text,
+            check: "moduledata.pcHeader",
+            found: pc_header,
+            expected: table_address,
+        });
+    }
+    if let Some(first) = gopclntab::first_entry_offset(table)? {
+        let expected = text.saturating_add(u64::from(first));
+        if minpc != expected {
+            return Err(PclntabError::TextStartMismatch {
+                text,
+                check: "moduledata.minpc",
+                found: minpc,
+                expected,
+            });
+        }
+    }
+    Ok(Some(text))
+}
+
+/// The addend of the dynamic relocation of the word at `address`, when it has one (the value a
+/// position-independent binary's loader writes there).
+fn relocated_word<'data, R: object::ReadRef<'data>>(
+    file: &ElfFile64<'data, Endianness, R>,
+    address: u64,
 ) -> Option<u64> {
-    let ptr_size = u64::from(*table.get(7)?);
-    let word_address = table_address + 8 + 2 * ptr_size;
-    let relocated = file.dynamic_relocations().and_then(|mut relocations| {
+    file.dynamic_relocations().and_then(|mut relocations| {
         relocations
-            .find(|(offset, _)| *offset == word_address)
+            .find(|(offset, _)| *offset == address)
             .and_then(|(_, relocation)| u64::try_from(relocation.addend()).ok())
             .filter(|&addend| addend != 0)
-    });
-    relocated
-        .or_else(|| {
-            file.symbols()
-                .chain(file.dynamic_symbols())
-                .find(|s| s.name() == Ok("runtime.text"))
-                .map(|s| s.address())
-        })
-        .or_else(|| file.section_by_name(".text").map(|s| s.address()))
+    })
 }
 
 /// Sorts by name and keeps one function per name: the one from the earliest source in
