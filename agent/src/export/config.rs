@@ -41,6 +41,9 @@ pub struct ExportConfig {
     pub timeout: Duration,
     /// Spans waiting to be batched; when full, new spans are dropped and counted. Default 65536.
     pub queue_capacity: usize,
+    /// Bytes the spans waiting for export may hold, queued or to be retried (by
+    /// `Span::approx_bytes`); beyond, new spans are dropped and counted as queue-full.
+    pub max_bytes: usize,
     /// Most spans in one export request. Default 512.
     pub max_batch: usize,
     /// Longest time a span waits for its batch to fill. Default 1 s.
@@ -72,6 +75,7 @@ impl Default for ExportConfig {
             headers: Vec::new(),
             timeout: Duration::from_secs(10),
             queue_capacity: 65_536,
+            max_bytes: 16 << 20,
             max_batch: 512,
             max_delay: Duration::from_secs(1),
             retry_capacity: 65_536,
@@ -92,6 +96,7 @@ impl ExportConfig {
         const AT_LEAST_ONE: &str = "must be at least 1";
         let sizes = [
             ("queue_capacity", self.queue_capacity),
+            ("max_bytes", self.max_bytes),
             ("max_batch", self.max_batch),
             ("retry_capacity", self.retry_capacity),
         ];

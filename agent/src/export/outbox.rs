@@ -10,6 +10,8 @@ pub(super) struct Batch {
     pub(super) spans: Vec<SpanData>,
     /// Failed attempts so far.
     pub(super) failures: u32,
+    /// What its spans took when queued (their share of the export's byte budget).
+    pub(super) bytes: usize,
 }
 
 /// A FIFO of batches holding at most `capacity` spans; the batch being exported stays at the
@@ -78,6 +80,7 @@ mod tests {
         Batch {
             service: "runc".to_owned(),
             spans: vec![span; n],
+            bytes: 0,
             failures: 0,
         }
     }

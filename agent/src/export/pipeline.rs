@@ -7,6 +7,8 @@ use crate::model::Span;
 use opentelemetry_sdk::trace::SpanExporter;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
+
+use crate::budget::ByteBudget;
 use tokio::task::JoinHandle;
 
 /// Starts the OTLP export task.
@@ -35,11 +37,20 @@ impl Exporter {
         let counters = Arc::new(Counters::default());
         let (queue_tx, queue_rx) = mpsc::channel(config.queue_capacity);
         let (stop_tx, stop_rx) = oneshot::channel();
-        let worker = Worker::new(config, exporter, queue_rx, stop_rx, Arc::clone(&counters));
+        let budget = ByteBudget::new(config.max_bytes);
+        let worker = Worker::new(
+            config,
+            exporter,
+            queue_rx,
+            stop_rx,
+            Arc::clone(&counters),
+            budget.clone(),
+        );
         let task = runtime.spawn(worker.run());
         let sink = ExportSink {
             queue: queue_tx,
             counters: Arc::clone(&counters),
+            budget,
         };
         let handle = ExportHandle {
             task: Some(task),
@@ -55,15 +66,23 @@ impl Exporter {
 pub struct ExportSink {
     queue: mpsc::Sender<Span>,
     counters: Arc<Counters>,
+    /// Bytes of the spans in the pipeline (queue, batch being filled, outbox).
+    budget: ByteBudget,
 }
 
 impl ExportSink {
     /// Queues a span for export. When the queue is full (or the task has stopped) the span is
     /// dropped and counted in [`ExportStats::dropped_queue_full`]; returns whether it was queued.
     pub fn send(&self, span: Span) -> bool {
+        let bytes = span.approx_bytes();
+        if !self.budget.try_take(bytes) {
+            self.counters.dropped_queue_full();
+            return false;
+        }
         match self.queue.try_send(span) {
             Ok(()) => true,
             Err(_) => {
+                self.budget.release(bytes);
                 self.counters.dropped_queue_full();
                 false
             }

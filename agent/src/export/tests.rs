@@ -172,6 +172,30 @@ async fn a_full_queue_drops_and_counts_without_waiting() {
 }
 
 #[tokio::test]
+async fn spans_beyond_the_byte_budget_are_dropped_and_room_comes_back_once_sent() {
+    let one = spans_of("runc", 1).remove(0).approx_bytes();
+    let config = ExportConfig {
+        max_bytes: 2 * one + one / 2,
+        ..config()
+    };
+    let (sink, handle, _collector) = start(config, 0);
+    // The current-thread runtime does not run the task between these sends.
+    let queued: Vec<bool> = spans_of("runc", 4)
+        .into_iter()
+        .map(|s| sink.send(s))
+        .collect();
+    assert_eq!(queued, [true, true, false, false]);
+    assert_eq!(handle.stats().dropped_queue_full, 2);
+    wait_for(&handle, |s| s.exported_spans == 2).await;
+    assert!(
+        sink.send(spans_of("runc", 1).remove(0)),
+        "the sent spans gave their room back"
+    );
+    let stats = handle.shutdown().await.unwrap();
+    assert_eq!(stats.exported_spans, 3);
+}
+
+#[tokio::test]
 async fn failed_batches_are_retried_until_accepted() {
     let (sink, handle, collector) = start(config(), 3);
     for span in spans_of("runc", 3) {

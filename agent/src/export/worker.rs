@@ -20,6 +20,8 @@ use std::future::{Future, pending};
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
+
+use crate::budget::ByteBudget;
 use tokio::time::{Instant, sleep_until};
 
 /// An export request under way; it gives the exporter back with the outcome.
@@ -30,6 +32,8 @@ pub(super) struct Worker<E> {
     queue: mpsc::Receiver<Span>,
     stop: oneshot::Receiver<()>,
     counters: Arc<Counters>,
+    /// The pipeline's byte budget: given back as spans leave it (sent or dropped).
+    budget: ByteBudget,
     /// `None` while a request is in flight (the request owns it).
     exporter: Option<E>,
     in_flight: Option<InFlight<E>>,
@@ -53,6 +57,7 @@ impl<E: SpanExporter + 'static> Worker<E> {
         queue: mpsc::Receiver<Span>,
         stop: oneshot::Receiver<()>,
         counters: Arc<Counters>,
+        budget: ByteBudget,
     ) -> Self {
         Self {
             outbox: Outbox::new(config.retry_capacity),
@@ -62,6 +67,7 @@ impl<E: SpanExporter + 'static> Worker<E> {
             queue,
             stop,
             counters,
+            budget,
             exporter: Some(exporter),
             in_flight: None,
             pending_due: None,
@@ -140,6 +146,9 @@ impl<E: SpanExporter + 'static> Worker<E> {
                 .saturating_sub(self.outbox.spans());
             let kept = spans.len().min(room);
             let mut dropped = spans.len() - kept;
+            let bytes: usize = spans[..kept].iter().map(Span::approx_bytes).sum();
+            let left_out: usize = spans[kept..].iter().map(Span::approx_bytes).sum();
+            self.budget.release(left_out);
             let spans = spans[..kept]
                 .iter()
                 .map(|s| to_span_data(s, &self.scope))
@@ -148,6 +157,7 @@ impl<E: SpanExporter + 'static> Worker<E> {
                 service,
                 spans,
                 failures: 0,
+                bytes,
             });
             if dropped > 0 {
                 self.counters.dropped_retry_full(dropped);
@@ -187,6 +197,8 @@ impl<E: SpanExporter + 'static> Worker<E> {
         self.exporter = Some(exporter);
         match result {
             Ok(()) => {
+                self.budget
+                    .release(self.outbox.front().map_or(0, |batch| batch.bytes));
                 let sent = self.outbox.pop_front();
                 self.counters.exported(sent);
                 self.backoff.reset();
