@@ -70,7 +70,8 @@ pub async fn run(ctx: &Context, plan: &Plan) -> anyhow::Result<(ExecPath, ExecFo
                 Variant::Baseline => exec_loop(ctx, plan, per_round).await?,
                 Variant::Nodetrace => {
                     let dir = ctx.work.join(format!("exec-agent-{round}"));
-                    let agent = Agent::start(&ctx.bins.agent, &dir, &ctx.no_runtime, false, &[]).await?;
+                    let agent =
+                        Agent::start(&ctx.bins.agent, &dir, &ctx.no_runtime, false, &[]).await?;
                     if idle.is_none() {
                         tokio::time::sleep(Duration::from_secs(1)).await;
                         let meter = UsageMeter::start(agent.pid());

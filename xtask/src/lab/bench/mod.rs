@@ -10,6 +10,7 @@ mod cri_path;
 mod exec_path;
 mod freshness;
 mod helper_run;
+mod hostile;
 mod kernel;
 mod plan;
 mod procfs;
@@ -130,6 +131,7 @@ async fn run_parts(ctx: &Context, plan: &Plan, parts: &[Part]) -> (Results, Vec<
         ingest: None,
         query: None,
         freshness: None,
+        hostile: None,
         footprint: Footprint::default(),
         failures: Vec::new(),
     };
@@ -153,6 +155,9 @@ async fn run_parts(ctx: &Context, plan: &Plan, parts: &[Part]) -> (Results, Vec<
             }),
             Part::Ingest => ingest(ctx, plan).await.map(|i| results.ingest = Some(i)),
             Part::Query => query(ctx, plan).await.map(|q| results.query = Some(q)),
+            Part::Hostile => hostile::run(ctx, plan)
+                .await
+                .map(|h| results.hostile = Some(h)),
         };
         match outcome {
             Ok(()) => eprintln!(

@@ -16,15 +16,18 @@ pub enum Part {
     Ingest,
     /// HTTP pod-trace queries on a filled store.
     Query,
+    /// Normal pod lifecycles while a tenant floods look-alike runtime execs.
+    Hostile,
 }
 
 impl Part {
-    pub const ALL: [Part; 5] = [
+    pub const ALL: [Part; 6] = [
         Part::Exec,
         Part::Kernel,
         Part::Cri,
         Part::Ingest,
         Part::Query,
+        Part::Hostile,
     ];
 }
 
@@ -52,6 +55,9 @@ pub struct Plan {
     pub query_pods: usize,
     pub query_spans_per_pod: usize,
     pub queries: usize,
+    /// Pod lifecycles without and then during the look-alike flood, and the flood's execs.
+    pub hostile_lifecycles: usize,
+    pub hostile_flood_execs: usize,
 }
 
 impl Plan {
@@ -75,6 +81,8 @@ impl Plan {
                 query_pods: 1_000,
                 query_spans_per_pod: 100,
                 queries: 500,
+                hostile_lifecycles: 3,
+                hostile_flood_execs: 5_000,
             }
         } else {
             Self {
@@ -97,6 +105,8 @@ impl Plan {
                 query_pods: 10_000,
                 query_spans_per_pod: 100,
                 queries: 2_000,
+                hostile_lifecycles: 8,
+                hostile_flood_execs: 20_000,
             }
         }
     }

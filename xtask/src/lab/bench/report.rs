@@ -35,6 +35,7 @@ pub struct Results {
     pub ingest: Option<Ingest>,
     pub query: Option<Query>,
     pub freshness: Option<Freshness>,
+    pub hostile: Option<super::hostile::Hostile>,
     pub footprint: Footprint,
     /// Parts that failed, with why.
     pub failures: Vec<String>,
@@ -148,6 +149,7 @@ pub fn markdown(r: &Results) -> String {
     kernel_rows(&mut rows, r);
     pipeline_rows(&mut rows, r);
     footprint_rows(&mut rows, r);
+    hostile_rows(&mut rows, r);
     out.push_str(&rows.0);
     details(&mut out, r);
     if !r.failures.is_empty() {
@@ -452,6 +454,51 @@ fn footprint_rows(rows: &mut Rows, r: &Results) {
         cpu.join(", "),
         "",
         "",
+    );
+}
+
+fn hostile_rows(rows: &mut Rows, r: &Results) {
+    let Some(h) = &r.hostile else { return };
+    rows.row(
+        "8 hostile tenant",
+        &format!(
+            "spans of {} normal pod lifecycles lost during {} look-alike execs ({}/s)",
+            h.lifecycles,
+            thousands(h.flood_execs as f64),
+            thousands(h.flood_execs_per_s)
+        ),
+        format!(
+            "{} of {} (a quiet lifecycle has {})",
+            h.spans_lost,
+            h.spans_per_lifecycle * h.lifecycles,
+            h.spans_per_lifecycle
+        ),
+        "0 (issue 10)",
+        verdict(h.spans_lost == 0),
+    );
+    let drops: Vec<String> = h
+        .drops
+        .iter()
+        .map(|(reason, n)| format!("{reason} {n}"))
+        .collect();
+    rows.row(
+        "8 hostile tenant",
+        "look-alikes counted; kernel events received; drops by reason",
+        format!(
+            "{}; {}; {}",
+            thousands(h.lookalikes_counted as f64),
+            thousands(h.kernel_events_received as f64),
+            drops.join(", ")
+        ),
+        "every look-alike counted, none followed",
+        verdict(h.lookalikes_counted as usize >= h.flood_execs),
+    );
+    rows.row(
+        "8 hostile tenant",
+        "agent peak RSS before / after the flood (MiB)",
+        format!("{:.1} / {:.1}", h.rss_peak_before_mib, h.rss_peak_after_mib),
+        "≤ 256 MiB (the DaemonSet's limit)",
+        verdict(h.rss_peak_after_mib <= 256.0),
     );
 }
 
