@@ -13,6 +13,55 @@ use tokio::sync::mpsc;
 /// that one test's runtime is not another's look-alike.
 static KERNEL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// The programs of one test, loaded and read: the test's one-at-a-time turn, the probes and
+/// the events they report.
+struct Traced {
+    probes: KernelProbes,
+    events: mpsc::Receiver<KernelEvent>,
+    reader: tokio::task::JoinHandle<Result<(), nodetrace::ebpf::EbpfError>>,
+    _turn: tokio::sync::MutexGuard<'static, ()>,
+}
+
+impl Traced {
+    /// Loads the programs with `budget` (after the other tests' turns); `None`, saying so,
+    /// when not root.
+    async fn start(budget: nodetrace_common::EventBudget) -> Option<Self> {
+        if !is_root() {
+            eprintln!("skipped: loading eBPF programs needs root");
+            return None;
+        }
+        let turn = KERNEL.lock().await;
+        let (probes, ring) =
+            KernelProbes::load_with(Path::new(VMLINUX_BTF), budget).expect("load and attach");
+        let (tx, events) = mpsc::channel(65_536);
+        let reader = tokio::spawn(run_reader(
+            ring,
+            tx,
+            Arc::new(ReaderStats::default()),
+            ByteBudget::unbounded(),
+        ));
+        Some(Self {
+            probes,
+            events,
+            reader,
+            _turn: turn,
+        })
+    }
+
+    /// Detaches the programs and waits for the reader to end.
+    async fn stop(self) {
+        let Self {
+            probes,
+            events,
+            reader,
+            ..
+        } = self;
+        drop(probes);
+        drop(events);
+        reader.await.expect("reader task").expect("reader");
+    }
+}
+
 /// The allowlist key of a file.
 fn key_of(path: &Path) -> BinaryKey {
     let meta = std::fs::metadata(path).expect("stat");
@@ -34,16 +83,11 @@ fn is_root() -> bool {
 
 #[tokio::test]
 async fn reports_runtime_execs_their_children_and_exit_codes() {
-    if !is_root() {
-        eprintln!("skipped: loading eBPF programs needs root");
+    let Some(mut traced) = Traced::start(Default::default()).await else {
         return;
-    }
-    let _one_at_a_time = KERNEL.lock().await;
-    let (mut probes, ring) = KernelProbes::load(Path::new(VMLINUX_BTF)).expect("load and attach");
+    };
+    let (probes, rx) = (&mut traced.probes, &mut traced.events);
     assert_eq!(probes.attached().len(), 3);
-    let (tx, mut rx) = mpsc::channel(4096);
-    let stats = Arc::new(ReaderStats::default());
-    let reader = tokio::spawn(run_reader(ring, tx, stats.clone(), ByteBudget::unbounded()));
 
     // A shell installed as `runc` and allowlisted is a runtime to the kernel side (by its
     // device and inode); the commands it forks and execs look like the container processes a
@@ -159,27 +203,17 @@ async fn reports_runtime_execs_their_children_and_exit_codes() {
         "the copy named runc is counted as a look-alike (the argv[0] one is not named runc)"
     );
     assert_eq!(probes.drops().expect("drop counters").ringbuf_full, 0);
-    drop(rx);
-    reader.await.expect("reader task").expect("reader");
+    traced.stop().await;
 }
 
 /// The runtime's own re-exec (same mount namespace) stays a runtime; a program named runc that
 /// a runtime's fork execs in another mount namespace (a container's entrypoint) does not.
 #[tokio::test]
 async fn a_runtime_named_entrypoint_in_a_new_mount_namespace_is_a_container_process() {
-    if !is_root() {
-        eprintln!("skipped: loading eBPF programs needs root");
+    let Some(mut traced) = Traced::start(Default::default()).await else {
         return;
-    }
-    let _one_at_a_time = KERNEL.lock().await;
-    let (mut probes, ring) = KernelProbes::load(Path::new(VMLINUX_BTF)).expect("load and attach");
-    let (tx, mut rx) = mpsc::channel(4096);
-    let reader = tokio::spawn(run_reader(
-        ring,
-        tx,
-        Arc::new(ReaderStats::default()),
-        ByteBudget::unbounded(),
-    ));
+    };
+    let (probes, rx) = (&mut traced.probes, &mut traced.events);
     let dir = tempfile::tempdir().expect("temp dir");
     // The "runtime": util-linux's unshare installed as runc; it enters a new mount namespace
     // and execs what it is given, as runc init does with the container's entrypoint.
@@ -231,9 +265,7 @@ async fn a_runtime_named_entrypoint_in_a_new_mount_namespace_is_a_container_proc
         Some(&ExecRole::Runtime),
         "re-exec in the runtime's mount namespace: {roles:?}"
     );
-    drop(probes);
-    drop(rx);
-    reader.await.expect("reader task").expect("reader");
+    traced.stop().await;
 }
 
 /// Where the cgroup2 hierarchy is mounted (`/sys/fs/cgroup` or, on hybrid hosts, `.../unified`).
@@ -282,31 +314,19 @@ fn run_in_cgroup(runtime: &Path, script: &str, cgroup: Option<&Path>) {
 /// another cgroup's processes are still reported in full.
 #[tokio::test]
 async fn a_cgroup_over_its_budget_loses_only_its_own_processes() {
-    if !is_root() {
-        eprintln!("skipped: loading eBPF programs needs root");
-        return;
-    }
     let Some(cgroup2) = cgroup2_mount() else {
         eprintln!("skipped: no cgroup2 hierarchy is mounted");
         return;
     };
-    let _one_at_a_time = KERNEL.lock().await;
     const BURST: u64 = 20;
-    let (mut probes, ring) = KernelProbes::load_with(
-        Path::new(VMLINUX_BTF),
-        nodetrace_common::EventBudget {
-            per_second: 1,
-            burst: BURST,
-        },
-    )
-    .expect("load and attach");
-    let (tx, mut rx) = mpsc::channel(65_536);
-    let reader = tokio::spawn(run_reader(
-        ring,
-        tx,
-        Arc::new(ReaderStats::default()),
-        ByteBudget::unbounded(),
-    ));
+    let budget = nodetrace_common::EventBudget {
+        per_second: 1,
+        burst: BURST,
+    };
+    let Some(mut traced) = Traced::start(budget).await else {
+        return;
+    };
+    let (probes, rx) = (&mut traced.probes, &mut traced.events);
     let dir = tempfile::tempdir().expect("temp dir");
     let runtime = copy_as("/bin/sh", &dir.path().join("runtime"), "runc");
     probes
@@ -343,9 +363,7 @@ async fn a_cgroup_over_its_budget_loses_only_its_own_processes() {
         }
     }
     let dropped = probes.drops().expect("drop counters").cgroup_budget;
-    drop(probes);
-    drop(rx);
-    reader.await.expect("reader task").expect("reader");
+    traced.stop().await;
     let _ = std::fs::remove_dir(&noisy);
     let _ = std::fs::remove_dir(&quiet);
 

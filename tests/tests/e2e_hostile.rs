@@ -7,14 +7,14 @@
 mod common;
 
 use common::{
-    Agent, Ready, assert_lifecycle_call, by_name, lifecycle_complete, metric, skipped_unless_root,
-    spans_until, tag,
+    Agent, LIFECYCLE_CALLS, Ready, assert_lifecycle_call, by_name, lifecycle_complete, metric,
+    skipped_unless_root, spans_until, tag,
 };
 use nodetrace::api::{
     client::{Client, DEFAULT_TIMEOUT},
     format::jaeger_model::Span,
 };
-use nodetrace_testbed::{CriCall, Testbed};
+use nodetrace_testbed::Testbed;
 use std::time::Duration;
 
 /// How long spans may take to reach the store after the calls returned.
@@ -118,16 +118,7 @@ async fn a_hostile_tenant_cannot_fool_freeze_exhaust_or_blind_the_agent() {
     )
     .await;
     let spans: Vec<&Span> = traces[0].spans.iter().collect();
-    for call in [
-        CriCall::RunPodSandbox,
-        CriCall::CreateContainer,
-        CriCall::StartContainer,
-        CriCall::ExecSync,
-        CriCall::StopContainer,
-        CriCall::RemoveContainer,
-        CriCall::StopPodSandbox,
-        CriCall::RemovePodSandbox,
-    ] {
+    for call in LIFECYCLE_CALLS {
         assert_lifecycle_call(&spans, &normal_report, call);
     }
 

@@ -105,6 +105,12 @@ pub struct ExportHandle {
 }
 
 impl ExportHandle {
+    /// The export task, for supervision (its end while the agent runs is a failure). Only its
+    /// death is watched: a collector that is down makes no progress legitimately.
+    pub fn abort_handle(&self) -> Option<tokio::task::AbortHandle> {
+        self.task.as_ref().map(JoinHandle::abort_handle)
+    }
+
     /// The counters now.
     pub fn stats(&self) -> ExportStats {
         self.counters.snapshot()
