@@ -188,11 +188,7 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i32> {
                 count_drop(DROP_CGROUP_BUDGET);
                 return Ok(());
             } else {
-                track(
-                    tgid,
-                    TrackedKind::ContainerProcess,
-                    process.runtime_mnt_ns,
-                );
+                track(tgid, TrackedKind::ContainerProcess, process.runtime_mnt_ns);
                 ExecRole::ContainerProcess
             }
         }

@@ -38,7 +38,8 @@ impl ByteBudget {
         self.inner
             .used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                used.checked_add(bytes).filter(|&after| after <= self.inner.limit)
+                used.checked_add(bytes)
+                    .filter(|&after| after <= self.inner.limit)
             })
             .is_ok()
     }

@@ -180,7 +180,10 @@ pub async fn run_until(
         None => None,
     };
     let export_sink = export.as_ref().map(|(sink, _)| sink.clone());
-    if let Some(task) = export.as_ref().and_then(|(_, handle)| handle.abort_handle()) {
+    if let Some(task) = export
+        .as_ref()
+        .and_then(|(_, handle)| handle.abort_handle())
+    {
         supervisor.watch(StageWatch {
             name: "OTLP exporter",
             task: Some(task),
