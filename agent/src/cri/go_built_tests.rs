@@ -44,10 +44,12 @@ const BUILDS: [(&str, &[&str]); 5] = [
     ),
 ];
 
+/// The directory the programs were built in (removed at exit), and each build's path by name.
+type Programs = (tempfile::TempDir, Vec<(&'static str, PathBuf)>);
+
 /// The programs, built once per test process; `None` (and a message) without a Go toolchain.
-fn programs() -> Option<&'static (tempfile::TempDir, Vec<(&'static str, PathBuf)>)> {
-    static PROGRAMS: OnceLock<Option<(tempfile::TempDir, Vec<(&'static str, PathBuf)>)>> =
-        OnceLock::new();
+fn programs() -> Option<&'static Programs> {
+    static PROGRAMS: OnceLock<Option<Programs>> = OnceLock::new();
     PROGRAMS
         .get_or_init(|| {
             if Command::new("go").arg("version").output().is_err() {
