@@ -6,6 +6,7 @@
 
 mod bare_build;
 mod deploy_check;
+mod fuzz;
 mod image;
 mod lab;
 mod setup;
@@ -34,6 +35,8 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+    /// Coverage-guided fuzzing of the parsers of untrusted input (cargo-fuzz, on stable).
+    Fuzz(fuzz::FuzzArgs),
     /// Build the agent's container image (deploy/Containerfile) with podman, docker or buildah.
     Image(image::ImageArgs),
     /// Measure overhead, throughput, freshness and footprint against baselines (as root).
@@ -54,6 +57,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Demo { args } => lab::run("demo", &args),
         Command::Image(args) => image::run(args),
+        Command::Fuzz(args) => fuzz::run(args),
         Command::Bench { args } => lab::run("bench", &args),
     }
 }
