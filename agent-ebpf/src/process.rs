@@ -151,16 +151,16 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i32> {
     let tgid = current_tgid();
     // SAFETY: the value is plain data copied out at once.
     let tracked = unsafe { TRACKED.get(tgid) }.copied();
+    // Most execs on a node stop at the command name, before anything else is read; a runtime's
+    // name alone is not enough, the executable must be one of the runtime binaries.
+    if tracked.is_none() && !comm_is_runtime(&bpf_get_current_comm()?) {
+        return Ok(());
+    }
     let off = offsets();
     // SAFETY: returns the current task pointer; only dereferenced through probe reads.
     let task = unsafe { bpf_get_current_task() };
     let role = match tracked {
         None => {
-            // Most execs on a node stop at the command name; a runtime's name alone is not
-            // enough, the executable must be one of the runtime binaries.
-            if !comm_is_runtime(&bpf_get_current_comm()?) {
-                return Ok(());
-            }
             if !runs_runtime_binary(task, &off) {
                 count_drop(COUNT_RUNTIME_LOOKALIKE);
                 return Ok(());

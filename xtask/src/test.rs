@@ -49,10 +49,13 @@ fn run_tests() -> anyhow::Result<()> {
     use std::io::{BufRead as _, BufReader};
     let args = ["test", "--", "--test-threads=1"];
     eprintln!("[xtask test] cargo {}", args.join(" "));
-    // The collector the OTLP tests need is installed by setup: missing, it is a failure.
+    // The collector the OTLP tests need is installed by setup, and Go comes with the machine
+    // kind: missing, either is a failure.
     let mut child = Command::new(env!("CARGO"))
         .args(args)
         .env("NODETRACE_REQUIRE_ROTEL", "1")
+        // The Go test programs of the symbol tests: the machine kind has Go (/usr/local/go).
+        .env("NODETRACE_REQUIRE_GO", "1")
         .stdout(std::process::Stdio::piped())
         .spawn()
         .context("cannot run cargo test")?;
