@@ -9,6 +9,7 @@ mod deploy_check;
 mod fuzz;
 mod image;
 mod lab;
+mod runtimes;
 mod setup;
 mod test;
 

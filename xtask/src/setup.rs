@@ -66,6 +66,7 @@ pub fn run() -> anyhow::Result<()> {
         bpf_linker()?,
         debian_packages()?,
         python_packages()?,
+        crate::runtimes::ensure_built(step)?,
     ];
     let count: usize = installed.iter().sum();
     let took = started.elapsed().as_secs_f64();

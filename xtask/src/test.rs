@@ -56,6 +56,8 @@ fn run_tests() -> anyhow::Result<()> {
         .env("NODETRACE_REQUIRE_ROTEL", "1")
         // The Go test programs of the symbol tests: the machine kind has Go (/usr/local/go).
         .env("NODETRACE_REQUIRE_GO", "1")
+        // The runtimes setup built from the Go module proxy, which the probe-plan tests probe.
+        .env("NODETRACE_RUNTIMES_DIR", crate::runtimes::CACHE_DIR)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .context("cannot run cargo test")?;

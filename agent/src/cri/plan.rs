@@ -153,6 +153,50 @@ fn verify_entry(binary: &GoBinary, function: &super::Function) -> Result<(), Pla
 mod tests {
     use super::*;
 
+    /// Every runtime binary `cargo xtask setup` built from the Go module proxy (release-like:
+    /// stripped, externally linked where upstream's is) gets a full plan whose entries all
+    /// passed the stack-check verification. `NODETRACE_RUNTIMES_DIR` names the cache.
+    #[test]
+    fn every_runtime_built_from_the_go_module_proxy_gets_a_full_verified_plan() {
+        let Some(dir) = std::env::var_os("NODETRACE_RUNTIMES_DIR") else {
+            eprintln!("skipped: NODETRACE_RUNTIMES_DIR is not set (cargo xtask test sets it)");
+            return;
+        };
+        let entries = std::fs::read_dir(&dir).expect("the runtimes cache (cargo xtask setup)");
+        let mut planned = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".partial") || !name.starts_with("containerd-") {
+                continue;
+            }
+            let binary = entry.path().join("containerd");
+            let plan = plan(&binary)
+                .unwrap_or_else(|e| panic!("{name}: {}", crate::correlate::error_chain(&e)));
+            assert_eq!(plan.runtime.name(), "containerd", "{name}");
+            assert!(
+                plan.missing.is_empty(),
+                "{name}: missing {:?}",
+                plan.missing
+            );
+            assert_eq!(plan.handlers.len(), CriMethod::ALL.len(), "{name}");
+            assert!(
+                plan.handlers.iter().all(|h| !h.ret_offsets.is_empty()),
+                "{name}"
+            );
+            planned.push(format!(
+                "{name}: {:?}, {} uprobes",
+                plan.generator,
+                plan.probe_count()
+            ));
+        }
+        assert!(
+            !planned.is_empty(),
+            "no runtime in {}",
+            dir.to_string_lossy()
+        );
+        eprintln!("{}", planned.join("\n"));
+    }
+
     #[test]
     fn the_debian_containerd_gets_a_full_plan() {
         let path = Path::new("/usr/bin/containerd");
