@@ -199,6 +199,7 @@ fn a_text_start_that_fails_its_checks_gives_no_addresses() {
         )
     };
     data[offset..offset + 8].copy_from_slice(&(text - 0x100).to_le_bytes());
+    let corrupted = data.clone();
     let binary = GoBinary::from_bytes(path, data, &SymbolSource::ALL)
         .map_err(|e| crate::correlate::error_chain(&e))
         .expect("the cgo exports in .dynsym still give a binary");
@@ -213,4 +214,10 @@ fn a_text_start_that_fails_its_checks_gives_no_addresses() {
         binary.lookup("main.(*Service).RunPodSandbox").is_none(),
         "no Go function address from a table that failed its check"
     );
+    // Planned, the binary is refused with the reason the metric counts.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let copy = dir.path().join("runtime");
+    std::fs::write(&copy, &corrupted).expect("write the copy");
+    let err = super::plan::plan(&copy).expect_err("refused");
+    assert_eq!(err.reason(), "unverified_function_table", "{err}");
 }

@@ -70,6 +70,21 @@ pub enum PlanError {
     },
 }
 
+impl PlanError {
+    /// A short, fixed label for counters.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Symbols { .. } => "symbols",
+            Self::NotARuntime { .. } => "not_a_runtime",
+            Self::UnverifiedTable { .. } => "unverified_function_table",
+            Self::Offsets { .. } => "field_offsets",
+            Self::Returns { .. } => "returns",
+            Self::NoReturn { .. } => "no_return",
+            Self::NotAnEntry { .. } => "not_a_function_entry",
+        }
+    }
+}
+
 /// Reads the binary and plans its probes. CPU-heavy (tens of MB, disassembly): call it from
 /// a blocking task.
 pub fn plan(path: &Path) -> Result<ProbePlan, PlanError> {
@@ -229,6 +244,7 @@ mod tests {
                 text.contains("none of the known CRI handler symbols"),
                 "{text}"
             );
+            assert_eq!(err.reason(), "not_a_runtime");
         }
         // Not a Go program at all.
         let err = plan(Path::new("/bin/true")).expect_err("not a runtime");

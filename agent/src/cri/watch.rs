@@ -170,7 +170,10 @@ impl CriWatcher {
         let planned = tokio::task::spawn_blocking(move || plan(&path)).await;
         let result = match planned {
             Ok(Ok(plan)) => self.attach(&found, plan),
-            Ok(Err(err)) => Err(crate::correlate::error_chain(&err)),
+            Ok(Err(err)) => {
+                self.counts.refused(err.reason());
+                Err(crate::correlate::error_chain(&err))
+            }
             Err(err) => Err(format!("planning the CRI probes failed: {err}")),
         };
         if let Err(reason) = result {

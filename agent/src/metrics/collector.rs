@@ -26,6 +26,17 @@ use crate::{
 pub struct ProbeCounts {
     pub tracepoints: AtomicU64,
     pub uprobes: AtomicU64,
+    /// Runtime binaries given no uprobe, by the check that refused them (`PlanError::reason`).
+    pub refused_binaries: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
+}
+
+impl ProbeCounts {
+    /// Counts a runtime binary refused for `reason`.
+    pub fn refused(&self, reason: &'static str) {
+        if let Ok(mut refused) = self.refused_binaries.lock() {
+            *refused.entry(reason).or_default() += 1;
+        }
+    }
 }
 
 /// Where the counters live.
@@ -247,6 +258,19 @@ impl Collector for StageCollector {
                 ],
             )?;
         }
+        let refused: Vec<(&str, u64)> = s
+            .probe_counts
+            .refused_binaries
+            .lock()
+            .map(|refused| refused.iter().map(|(k, v)| (*k, *v)).collect())
+            .unwrap_or_default();
+        labelled_counters(
+            &mut encoder,
+            "cri_binaries_refused",
+            "Runtime binaries given no uprobe, by the check that refused them (/readyz says more)",
+            "reason",
+            &refused,
+        )?;
         let mut probes = encoder.encode_descriptor(
             "probes_attached",
             "eBPF probes attached now, by kind",
