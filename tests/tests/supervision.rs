@@ -4,45 +4,20 @@
 
 mod common;
 
-use clap::Parser as _;
-use common::skipped_unless_root;
-use nodetrace::cli::{Cli, Command};
+use common::{Agent, skipped_unless_root};
 use std::time::Duration;
-use tokio::sync::oneshot;
 
-/// The agent with `fault`, on a free port, with no CRI runtime; its task and its URL.
-fn start(
-    data_dir: &std::path::Path,
-    fault: &str,
-) -> (
-    tokio::task::JoinHandle<anyhow::Result<()>>,
-    String,
-    oneshot::Sender<()>,
-) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-    let addr = listener.local_addr().expect("local addr");
-    drop(listener);
-    let argv = [
-        "nodetrace".to_owned(),
-        "agent".to_owned(),
-        format!("--listen={addr}"),
-        format!("--data-dir={}", data_dir.display()),
-        format!(
-            "--cri-socket={}",
-            data_dir.join("no-runtime.sock").display()
-        ),
-        "--no-kube".to_owned(),
-        "--stall-timeout=2s".to_owned(),
-        format!("--test-fault={fault}"),
-    ];
-    let Command::Agent(args) = Cli::try_parse_from(argv).expect("agent flags").command else {
-        panic!("not the agent command");
-    };
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(nodetrace::daemon::run_until(args, async move {
-        let _ = stopped.await;
-    }));
-    (task, format!("http://{addr}"), stop)
+/// The agent with `fault`, a 2 s stall timeout and no CRI runtime.
+fn start(data_dir: &std::path::Path, fault: &str) -> Agent {
+    Agent::spawn(
+        data_dir,
+        &data_dir.join("no-runtime.sock"),
+        [
+            "--no-kube".to_owned(),
+            "--stall-timeout=2s".to_owned(),
+            format!("--test-fault={fault}"),
+        ],
+    )
 }
 
 /// Runs the machine's real runc (an allowlisted runtime binary) until the agent's correlator
@@ -69,16 +44,15 @@ async fn a_stalled_stage_fails_healthz_and_is_named() {
         return;
     }
     let data = tempfile::tempdir().expect("temp dir");
-    let (task, url, stop) = start(data.path(), "stall:correlator");
+    let mut agent = start(data.path(), "stall:correlator");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let mut last = None;
     loop {
-        assert!(
-            !task.is_finished(),
-            "the agent stopped: a stall is not a death"
-        );
+        if let Some(ended) = agent.ended_within(Duration::ZERO).await {
+            panic!("the agent stopped ({ended:?}): a stall is not a death");
+        }
         run_runc();
-        last = healthz(&url).await.or(last);
+        last = healthz(&agent.url()).await.or(last);
         if let Some((503, body)) = &last {
             assert!(
                 body.contains("correlator: no progress for"),
@@ -92,12 +66,8 @@ async fn a_stalled_stage_fails_healthz_and_is_named() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(30), task)
-        .await
-        .expect("the agent stops")
-        .expect("agent task")
-        .expect("a stalled (not dead) stage ends the agent normally at shutdown");
+    // A stalled (not dead) stage: the agent still stops normally, without error.
+    agent.stop(Duration::from_secs(30)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,10 +79,10 @@ async fn a_dead_stage_ends_the_agent_with_an_error_naming_it() {
         return;
     }
     let data = tempfile::tempdir().expect("temp dir");
-    let (mut task, url, _stop) = start(data.path(), "kill:correlator");
+    let mut agent = start(data.path(), "kill:correlator");
     // Ready first: the fault strikes at the first event.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while healthz(&url).await.is_none() {
+    while healthz(&agent.url()).await.is_none() {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the agent never served"
@@ -121,8 +91,8 @@ async fn a_dead_stage_ends_the_agent_with_an_error_naming_it() {
     }
     let ended = loop {
         run_runc();
-        if let Ok(result) = tokio::time::timeout(Duration::from_millis(500), &mut task).await {
-            break result.expect("agent task");
+        if let Some(result) = agent.ended_within(Duration::from_millis(500)).await {
+            break result;
         }
         assert!(
             tokio::time::Instant::now() < deadline,

@@ -113,6 +113,17 @@ impl Agent {
         flags: impl IntoIterator<Item = String>,
         ready: Ready,
     ) -> Self {
+        let agent = Self::spawn(data_dir, cri_socket, flags);
+        agent.wait_ready(ready).await;
+        agent
+    }
+
+    /// Starts the agent like [`Agent::start`], without waiting for it to be ready.
+    pub fn spawn(
+        data_dir: &Path,
+        cri_socket: &Path,
+        flags: impl IntoIterator<Item = String>,
+    ) -> Self {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
         let addr = listener.local_addr().expect("local addr");
         drop(listener);
@@ -139,14 +150,20 @@ impl Agent {
         let task = tokio::spawn(nodetrace::daemon::run_until(args, async move {
             let _ = stopped.await;
         }));
-        let agent = Self {
+        Self {
             addr,
             data_dir: data_dir.to_owned(),
             stop: Some(stop),
             task,
-        };
-        agent.wait_ready(ready).await;
-        agent
+        }
+    }
+
+    /// How the agent ended, when it ends on its own within `within` (without being stopped).
+    pub async fn ended_within(&mut self, within: Duration) -> Option<anyhow::Result<()>> {
+        tokio::time::timeout(within, &mut self.task)
+            .await
+            .ok()
+            .map(|joined| joined.expect("agent task"))
     }
 
     pub fn url(&self) -> String {
