@@ -249,11 +249,19 @@ pub enum CriMethod {
     Status = 39,
     ContainerStats = 40,
     ListContainerStats = 41,
+    // Server-streaming lists of cri-api v0.36 (containerd 2.4, CRI-O 1.36): a kubelet that
+    // uses them stops polling the List* methods. Counted like the polled calls.
+    StreamPodSandboxes = 42,
+    StreamContainers = 43,
+    StreamContainerStats = 44,
+    StreamPodSandboxStats = 45,
+    StreamPodSandboxMetrics = 46,
+    StreamImages = 47,
 }
 
 impl CriMethod {
     /// Every method, traced ones first.
-    pub const ALL: [CriMethod; 19] = [
+    pub const ALL: [CriMethod; 25] = [
         Self::RunPodSandbox,
         Self::StopPodSandbox,
         Self::RemovePodSandbox,
@@ -273,6 +281,12 @@ impl CriMethod {
         Self::Status,
         Self::ContainerStats,
         Self::ListContainerStats,
+        Self::StreamPodSandboxes,
+        Self::StreamContainers,
+        Self::StreamContainerStats,
+        Self::StreamPodSandboxStats,
+        Self::StreamPodSandboxMetrics,
+        Self::StreamImages,
     ];
 
     pub fn from_u32(value: u32) -> Option<Self> {
@@ -301,7 +315,19 @@ impl CriMethod {
             Self::Status => "Status",
             Self::ContainerStats => "ContainerStats",
             Self::ListContainerStats => "ListContainerStats",
+            Self::StreamPodSandboxes => "StreamPodSandboxes",
+            Self::StreamContainers => "StreamContainers",
+            Self::StreamContainerStats => "StreamContainerStats",
+            Self::StreamPodSandboxStats => "StreamPodSandboxStats",
+            Self::StreamPodSandboxMetrics => "StreamPodSandboxMetrics",
+            Self::StreamImages => "StreamImages",
         }
+    }
+
+    /// Whether a runtime may lack this method and still be fully traced: the streaming lists
+    /// exist only in runtimes built on cri-api v0.36 or later.
+    pub fn is_optional(self) -> bool {
+        (self as u32) >= Self::StreamPodSandboxes as u32
     }
 
     /// Whether calls of this method become spans (the others are only counted).

@@ -18,6 +18,7 @@ pub mod lifecycle;
 pub mod pod_cgroups;
 pub mod registry;
 pub mod rotel;
+pub mod runtimes;
 pub mod teardown;
 pub mod testbed;
 
@@ -27,5 +28,6 @@ pub use cri::{CriCall, CriClient, CriError};
 pub use images::{BUSYBOX_IMAGE, LocalImages, PAUSE_IMAGE};
 pub use lifecycle::{LifecycleReport, PodLifecycle};
 pub use registry::{Registry, RegistryError};
+pub use runtimes::{BuiltRuntimes, ContainerdBuild};
 pub use teardown::{TeardownError, TeardownReport};
 pub use testbed::{Testbed, TestbedError};

@@ -119,6 +119,18 @@ impl Testbed {
         Ok(())
     }
 
+    /// Upgrades containerd to another release, shim included (see
+    /// [`PrivateContainerd::upgrade`]), and reconnects the CRI client.
+    pub async fn upgrade_containerd(
+        &mut self,
+        binary: &Path,
+        shim: Option<&Path>,
+    ) -> Result<(), TestbedError> {
+        self.containerd.upgrade(binary, shim).await?;
+        self.cri = self.containerd.cri_client().await?;
+        Ok(())
+    }
+
     /// Tears everything down (see [`PrivateContainerd::stop`]).
     pub fn stop(self) -> Result<TeardownReport, TeardownError> {
         self.containerd.stop()

@@ -1,6 +1,15 @@
 //! End to end, the CRI side: a real containerd + runc with the nodetrace agent running in this
-//! process, in one sequence (one containerd, one agent: attaching and detaching the ~150 CRI
-//! uprobes is what costs):
+//! process, in one sequence per cell of the runtime matrix (one containerd, one agent per
+//! cell: attaching and detaching the CRI uprobes is what costs):
+//!
+//! - Debian's containerd 1.6 (Go 1.19) with Debian's runc 1.1, upgraded to copies of itself;
+//! - containerd 1.7 (built here like its release) with runc 1.5, upgraded to containerd 2.0
+//!   (another config format, its state migrated by containerd itself);
+//! - containerd 2.2 (Go 1.26, internally linked) with runc 1.5, upgraded to containerd 2.4
+//!   (Go 1.26, externally linked: the release shape whose function table has no text start)
+//!   and then to a copy of 2.4.
+//!
+//! The steps:
 //!
 //! 1. PullImage from a private registry (Debian's `docker-registry` on 127.0.0.1, the testbed's
 //!    busybox pushed with `skopeo`) gives a `PullImage` span with the image.
@@ -9,8 +18,8 @@
 //! 3. containerd restarts under the running agent; a whole pod lifecycle after it is traced,
 //!    and `/readyz` reports the `cri` component ready.
 //! 4. Every runc span of that lifecycle hangs under the CRI call that caused it.
-//! 5. An upgrade: containerd restarts from a copy of its binary (another inode), then from a
-//!    second copy. Each time the agent moves its uprobes to the new binary (`/readyz` and the
+//! 5. Upgrades: containerd restarts from another binary (another release, or a copy: another
+//!    inode), twice. Each time the agent moves its uprobes to the new binary (`/readyz` and the
 //!    kernel say so) and a pod lifecycle on it is traced; the old uprobes go away.
 //!
 //! Needs root; skips with a reason otherwise.
@@ -32,7 +41,7 @@ use nodetrace::{
     store::{Store, StoreConfig},
 };
 use nodetrace_testbed::{
-    CallWindow, ContainerdOptions, CriCall, CriError, Registry, Testbed,
+    BuiltRuntimes, CallWindow, ContainerdOptions, CriCall, CriError, Registry, Testbed,
     cri::{ContainerSpec, PodIdentity, container_config, host_network_sandbox_config},
     lifecycle::DEFAULT_CONTAINER_COMMAND,
 };
@@ -167,15 +176,119 @@ fn kernel_uprobes() -> Option<std::collections::BTreeMap<String, usize>> {
     (links > 0 && !by_file.is_empty()).then_some(by_file)
 }
 
+/// One cell of the runtime matrix.
+struct Cell {
+    /// How containerd starts (its binary, shim and runc).
+    options: ContainerdOptions,
+    /// The OCI runtime the agent is told to follow, when not the one on the PATH.
+    runc: Option<PathBuf>,
+    /// The two upgrades of step 5, in order.
+    upgrades: [Upgrade; 2],
+}
+
+/// What containerd is upgraded to.
+enum Upgrade {
+    /// A copy of the binary it runs, named so (same code, another inode).
+    Copy(&'static str),
+    /// Another release: containerd and its shim.
+    Release { containerd: PathBuf, shim: PathBuf },
+}
+
+/// The runtimes built by `cargo xtask setup`; `None` (and a message) when the cache is not
+/// named, so that a plain `cargo test` skips these cells, while `cargo xtask test` (which
+/// names it and requires every pinned runtime) runs them.
+fn built(test: &str) -> Option<BuiltRuntimes> {
+    let built = BuiltRuntimes::from_env();
+    if built.is_none() {
+        eprintln!("skipped {test}: NODETRACE_RUNTIMES_DIR is not set (cargo xtask test sets it)");
+    }
+    built
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cri_calls_are_traced_through_pull_failure_and_restart() {
+async fn debian_containerd_1_6_with_runc_1_1() {
     if skipped_unless_root(
-        "cri_calls_are_traced_through_pull_failure_and_restart",
+        "debian_containerd_1_6_with_runc_1_1",
         "eBPF uprobes, a private containerd with runc, a registry",
     ) {
         return;
     }
+    run_cell(Cell {
+        options: ContainerdOptions::default(),
+        runc: None,
+        upgrades: [Upgrade::Copy("a"), Upgrade::Copy("b")],
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containerd_1_7_upgraded_to_2_0_with_runc_1_5() {
+    let test = "containerd_1_7_upgraded_to_2_0_with_runc_1_5";
+    if skipped_unless_root(test, "eBPF uprobes, a private containerd with runc, a registry") {
+        return;
+    }
+    let Some(built) = built(test) else { return };
+    let from = built.containerd("v1.7").expect("containerd 1.7 (cargo xtask setup)");
+    let to = built.containerd("v2.0").expect("containerd 2.0 (cargo xtask setup)");
+    let (_, runc) = built.runc("v1.5").expect("runc 1.5 (cargo xtask setup)");
+    run_cell(Cell {
+        options: ContainerdOptions {
+            containerd_binary: from.containerd,
+            shim_binary: Some(from.shim),
+            runc_binary: Some(runc.clone()),
+            ..ContainerdOptions::default()
+        },
+        runc: Some(runc),
+        upgrades: [
+            Upgrade::Release {
+                containerd: to.containerd,
+                shim: to.shim,
+            },
+            Upgrade::Copy("b"),
+        ],
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containerd_2_2_upgraded_to_2_4_with_runc_1_5() {
+    let test = "containerd_2_2_upgraded_to_2_4_with_runc_1_5";
+    if skipped_unless_root(test, "eBPF uprobes, a private containerd with runc, a registry") {
+        return;
+    }
+    let Some(built) = built(test) else { return };
+    let from = built.containerd("v2.2").expect("containerd 2.2 (cargo xtask setup)");
+    let to = built.containerd("v2.4").expect("containerd 2.4 (cargo xtask setup)");
+    let (_, runc) = built.runc("v1.5").expect("runc 1.5 (cargo xtask setup)");
+    run_cell(Cell {
+        options: ContainerdOptions {
+            containerd_binary: from.containerd,
+            shim_binary: Some(from.shim),
+            runc_binary: Some(runc.clone()),
+            ..ContainerdOptions::default()
+        },
+        runc: Some(runc),
+        upgrades: [
+            Upgrade::Release {
+                containerd: to.containerd,
+                shim: to.shim,
+            },
+            Upgrade::Copy("b"),
+        ],
+    })
+    .await;
+}
+
+/// The whole sequence on one cell.
+async fn run_cell(cell: Cell) {
     let started = Instant::now();
+    eprintln!(
+        "[cell] containerd {}, runc {}",
+        cell.options.containerd_binary.display(),
+        cell.runc
+            .as_deref()
+            .map_or("from the PATH".to_owned(), |r| r.display().to_string())
+    );
     let work = tempfile::tempdir().expect("temp dir");
 
     // Setup: the registry first (containerd's config names it), then containerd, then the agent.
@@ -189,7 +302,7 @@ async fn cri_calls_are_traced_through_pull_failure_and_restart() {
         &work.path().join("testbed"),
         ContainerdOptions {
             insecure_registries: vec![registry.host()],
-            ..ContainerdOptions::default()
+            ..cell.options
         },
     )
     .await
@@ -202,7 +315,13 @@ async fn cri_calls_are_traced_through_pull_failure_and_restart() {
             "--retention=1h".to_owned(),
             format!("--max-store-mib={STORE_MIB}"),
             format!("--btf={VMLINUX_BTF}"),
-        ],
+        ]
+        .into_iter()
+        .chain(
+            cell.runc
+                .iter()
+                .map(|runc| format!("--oci-runtime-binary={}", runc.display())),
+        ),
         Ready::Components {
             names: &["cri"],
             within: READY_TIMEOUT,
@@ -497,45 +616,47 @@ async fn cri_calls_are_traced_through_pull_failure_and_restart() {
     }
     drop(step);
 
-    // 5. An upgrade: containerd restarts from another binary (copies of /usr/bin/containerd:
-    //    same code, other inodes, so the agent sees a replaced binary), twice.
+    // 5. Upgrades: containerd restarts from another binary (another release, or a copy of the
+    //    one it runs: same code, another inode, so the agent sees a replaced binary), twice.
     let step = Step::start(
         started,
-        "5. upgrade: containerd restarts from copy A, then copy B, of its binary",
+        "5. upgrade: containerd restarts from another release or a copy, twice",
     );
-    let original = testbed.containerd().binary().to_path_buf();
-    let copies: Vec<PathBuf> = ["a", "b"]
-        .iter()
-        .map(|name| {
-            testbed
-                .copy_containerd_binary(name)
-                .unwrap_or_else(|e| panic!("copy {} to the work dir: {e}", original.display()))
-        })
-        .collect();
     let inode = |path: &Path| {
         use std::os::unix::fs::MetadataExt;
         std::fs::metadata(path)
             .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
             .ino()
     };
-    let inodes: Vec<u64> = std::iter::once(&original)
-        .chain(&copies)
-        .map(|p| inode(p))
-        .collect();
-    assert!(
-        inodes[0] != inodes[1] && inodes[1] != inodes[2] && inodes[0] != inodes[2],
-        "the copies are other files: inodes {inodes:?}"
-    );
+    let mut inodes = vec![inode(testbed.containerd().binary())];
     let mut last_reattach = Instant::now();
     let before = kernel_uprobes();
     eprintln!("  uprobes before, by file (from the kernel): {before:?}");
-    for (copy, name) in copies.iter().zip(["upgrade-a", "upgrade-b"]) {
+    let mut current = testbed.containerd().binary().to_path_buf();
+    for (upgrade, name) in cell.upgrades.iter().zip(["upgrade-a", "upgrade-b"]) {
         let previous = testbed.containerd().binary().to_path_buf();
+        let (copy, shim) = match upgrade {
+            Upgrade::Copy(copy) => (
+                testbed.copy_containerd_binary(copy).unwrap_or_else(|e| {
+                    panic!("copy {} to the work dir: {e}", previous.display())
+                }),
+                None,
+            ),
+            Upgrade::Release { containerd, shim } => (containerd.clone(), Some(shim.as_path())),
+        };
+        let copy = &copy;
+        inodes.push(inode(copy));
+        assert!(
+            !inodes[..inodes.len() - 1].contains(&inode(copy)),
+            "{} is another file: inodes {inodes:?}",
+            copy.display()
+        );
         let upgrade_started = Instant::now();
         testbed
-            .restart_containerd_with(copy)
+            .upgrade_containerd(copy, shim)
             .await
             .unwrap_or_else(|e| panic!("restart containerd onto {}: {e}", copy.display()));
+        current = copy.clone();
         let restarted = upgrade_started.elapsed();
         let pid = testbed.containerd().pid().expect("containerd runs");
         let exe = std::fs::read_link(format!("/proc/{pid}/exe")).expect("containerd's exe");
@@ -606,7 +727,7 @@ async fn cri_calls_are_traced_through_pull_failure_and_restart() {
         );
     }
     // The uprobes on the binaries containerd no longer runs are detached in the background.
-    let current = copies[1].display().to_string();
+    let current = current.display().to_string();
     match kernel_uprobes() {
         None => eprintln!("  (the kernel does not tell the uprobes' files: old ones not checked)"),
         Some(_) => loop {

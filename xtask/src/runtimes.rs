@@ -1,5 +1,6 @@
 //! The container runtimes built from the Go module proxy, pinned here (the one place their
-//! versions are written), built like upstream's release builds and cached by version outside
+//! versions are written; the wrapper modules under `xtask/go-wrappers/` repeat theirs and a
+//! test checks they agree), built like upstream's release builds and cached by version outside
 //! the work tree, so that setup builds only what is missing.
 
 use anyhow::{Context as _, bail};
@@ -11,29 +12,188 @@ use std::time::Instant;
 /// (`NODETRACE_RUNTIMES_DIR`).
 pub const CACHE_DIR: &str = "/var/cache/nodetrace/runtimes";
 
-/// One runtime binary and how upstream builds its release.
-struct GoRuntime {
+/// The file in a runtime's cache directory that records how it was built; a build whose
+/// recipe changed is done again.
+const RECIPE_FILE: &str = "recipe.txt";
+
+/// Where a runtime's source comes from.
+#[derive(Clone, Copy, Debug)]
+enum Source {
+    /// `go install <package>@<version>`: upstream's go.mod has no replace or exclude lines.
+    GoInstall,
+    /// `go build` inside `xtask/go-wrappers/<dir>`, a module of ours requiring upstream's at
+    /// the pinned version (with upstream's exclude lines copied), when `go install` refuses it.
+    Wrapper(&'static str),
+}
+
+/// One executable of a runtime and how upstream's release builds it.
+#[derive(Clone, Copy, Debug)]
+struct Binary {
     name: &'static str,
-    version: &'static str,
-    /// The main package, installed with `go install <package>@<version>`.
     package: &'static str,
-    binary: &'static str,
     tags: &'static str,
     ldflags: &'static str,
+    cgo: bool,
+}
+
+/// A pinned runtime.
+#[derive(Clone, Copy, Debug)]
+struct Runtime {
+    name: &'static str,
+    version: &'static str,
+    source: Source,
+    binaries: &'static [Binary],
     why: &'static str,
 }
 
-/// The pinned runtimes.
-const RUNTIMES: &[GoRuntime] = &[GoRuntime {
-    name: "containerd",
-    version: "v2.4.2",
-    package: "github.com/containerd/containerd/v2/cmd/containerd",
-    binary: "containerd",
-    // Release builds link externally (cgo) and are stripped: the shape Go 1.26 changed.
-    tags: "no_btrfs",
-    ldflags: "-s -w -linkmode=external",
-    why: "the newest containerd 2.x (Go 1.26, externally linked, stripped), probed by the tests",
-}];
+impl Runtime {
+    fn dir_name(&self) -> String {
+        format!("{}-{}", self.name, self.version)
+    }
+
+    /// What decides the build's output, written next to it.
+    fn recipe(&self) -> String {
+        let mut text = format!("{} {} {:?}\n", self.name, self.version, self.source);
+        for b in self.binaries {
+            text.push_str(&format!(
+                "{} {} tags=[{}] ldflags=[{}] cgo={}\n",
+                b.name, b.package, b.tags, b.ldflags, b.cgo
+            ));
+        }
+        text
+    }
+}
+
+const CONTAINERD_V2_SHIM: &str = "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2";
+/// containerd's release shim is a static, internally linked Go program.
+const SHIM_LDFLAGS: &str = "-s -w";
+
+/// The pinned runtimes, newest first within each line.
+const RUNTIMES: &[Runtime] = &[
+    Runtime {
+        name: "containerd",
+        version: "v2.4.2",
+        source: Source::GoInstall,
+        binaries: &[
+            Binary {
+                name: "containerd",
+                package: "github.com/containerd/containerd/v2/cmd/containerd",
+                // Release builds link externally (cgo) and are stripped: the shape Go 1.26
+                // changed (runtime.text 0x100 after the start of .text).
+                tags: "no_btrfs",
+                ldflags: "-s -w -linkmode=external",
+                cgo: true,
+            },
+            Binary {
+                name: "containerd-shim-runc-v2",
+                package: CONTAINERD_V2_SHIM,
+                tags: "",
+                ldflags: SHIM_LDFLAGS,
+                cgo: false,
+            },
+        ],
+        why: "the newest containerd 2.x (Go 1.26, externally linked, stripped)",
+    },
+    Runtime {
+        name: "containerd",
+        version: "v2.2.10",
+        source: Source::GoInstall,
+        binaries: &[
+            Binary {
+                name: "containerd",
+                package: "github.com/containerd/containerd/v2/cmd/containerd",
+                // Internally linked: with Go 1.26 the other shape of a zero pclntab text start.
+                tags: "no_btrfs",
+                ldflags: "-s -w",
+                cgo: false,
+            },
+            Binary {
+                name: "containerd-shim-runc-v2",
+                package: CONTAINERD_V2_SHIM,
+                tags: "",
+                ldflags: SHIM_LDFLAGS,
+                cgo: false,
+            },
+        ],
+        why: "containerd 2.2 (CRI types from google.golang.org/protobuf)",
+    },
+    Runtime {
+        name: "containerd",
+        version: "v2.0.14",
+        source: Source::Wrapper("containerd-v2.0.14"),
+        binaries: &[
+            Binary {
+                name: "containerd",
+                package: "github.com/containerd/containerd/v2/cmd/containerd",
+                tags: "no_btrfs",
+                ldflags: "-s -w",
+                cgo: false,
+            },
+            Binary {
+                name: "containerd-shim-runc-v2",
+                package: CONTAINERD_V2_SHIM,
+                tags: "",
+                ldflags: SHIM_LDFLAGS,
+                cgo: false,
+            },
+        ],
+        why: "containerd 2.0 (gogo CRI types, internal/cri paths)",
+    },
+    Runtime {
+        name: "containerd",
+        version: "v1.7.30",
+        source: Source::Wrapper("containerd-v1.7.30"),
+        binaries: &[
+            Binary {
+                name: "containerd",
+                package: "github.com/containerd/containerd/cmd/containerd",
+                tags: "no_btrfs",
+                ldflags: "-s -w",
+                cgo: false,
+            },
+            Binary {
+                name: "containerd-shim-runc-v2",
+                package: "github.com/containerd/containerd/cmd/containerd-shim-runc-v2",
+                tags: "",
+                ldflags: SHIM_LDFLAGS,
+                cgo: false,
+            },
+        ],
+        why: "containerd 1.7 (pkg/cri paths, v1alpha2 still served)",
+    },
+    Runtime {
+        name: "runc",
+        version: "v1.5.3",
+        source: Source::GoInstall,
+        binaries: &[Binary {
+            name: "runc",
+            package: "github.com/opencontainers/runc",
+            tags: "seccomp",
+            ldflags: "-s -w",
+            cgo: true,
+        }],
+        why: "the newest runc (Debian's 1.1.5 stays too)",
+    },
+    Runtime {
+        name: "cri-o",
+        version: "v1.36.3",
+        source: Source::Wrapper("cri-o-v1.36.3"),
+        binaries: &[Binary {
+            name: "crio",
+            package: "github.com/cri-o/cri-o/cmd/crio",
+            tags: "containers_image_openpgp exclude_graphdriver_btrfs seccomp",
+            ldflags: "-s -w -linkmode=external",
+            cgo: true,
+        }],
+        why: "CRI-O 1.36 (Go 1.26, externally linked), for the probe plan",
+    },
+];
+
+/// The cache directory names of every pinned runtime (`containerd-v2.4.2`, ...), which the
+/// tests require to find (`NODETRACE_RUNTIMES`).
+pub fn pinned() -> Vec<String> {
+    RUNTIMES.iter().map(Runtime::dir_name).collect()
+}
 
 /// The machine's Go: on PATH, else where the machine kind installs it.
 fn go() -> anyhow::Result<PathBuf> {
@@ -49,43 +209,31 @@ fn go() -> anyhow::Result<PathBuf> {
     bail!("no Go toolchain (`go`, or /usr/local/go/bin/go): the runtimes are built with it")
 }
 
-/// Builds every pinned runtime that is not in the cache yet; returns how many were built.
+/// The committed wrapper modules.
+fn wrappers_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("go-wrappers")
+}
+
+/// Builds every pinned runtime that is not in the cache yet (or was built by another
+/// recipe); returns how many were built.
 pub fn ensure_built(step: impl Fn(&str)) -> anyhow::Result<usize> {
     let mut built = 0;
-    for runtime in RUNTIMES {
-        let dir = Path::new(CACHE_DIR).join(format!("{}-{}", runtime.name, runtime.version));
-        if dir.join(runtime.binary).is_file() {
-            continue;
-        }
+    let todo: Vec<&Runtime> = RUNTIMES
+        .iter()
+        .filter(|r| !is_cached(r, Path::new(CACHE_DIR)))
+        .collect();
+    for (i, runtime) in todo.iter().enumerate() {
         let go = go()?;
         step(&format!(
-            "building {} {} from the Go module proxy: {} (a few minutes)",
-            runtime.name, runtime.version, runtime.why
+            "building {} {} from the Go module proxy ({}/{}): {} (a few minutes)",
+            runtime.name,
+            runtime.version,
+            i + 1,
+            todo.len(),
+            runtime.why
         ));
         let started = Instant::now();
-        let partial = dir.with_extension("partial");
-        let _ = std::fs::remove_dir_all(&partial);
-        std::fs::create_dir_all(&partial)
-            .with_context(|| format!("cannot create {}", partial.display()))?;
-        let status = Command::new(&go)
-            .arg("install")
-            .args(["-tags", runtime.tags])
-            .arg(format!("-ldflags={}", runtime.ldflags))
-            .arg(format!("{}@{}", runtime.package, runtime.version))
-            .env("GOBIN", &partial)
-            .env("CGO_ENABLED", "1")
-            .env("GOFLAGS", "-buildvcs=false")
-            .status()
-            .context("cannot run go install")?;
-        if !status.success() {
-            bail!(
-                "go install {}@{} failed ({status})",
-                runtime.package,
-                runtime.version
-            );
-        }
-        std::fs::rename(&partial, &dir)
-            .with_context(|| format!("cannot move the build to {}", dir.display()))?;
+        build(&go, runtime, Path::new(CACHE_DIR))?;
         step(&format!(
             "built {} {} in {:.0} s",
             runtime.name,
@@ -95,4 +243,155 @@ pub fn ensure_built(step: impl Fn(&str)) -> anyhow::Result<usize> {
         built += 1;
     }
     Ok(built)
+}
+
+fn is_cached(runtime: &Runtime, cache: &Path) -> bool {
+    let dir = cache.join(runtime.dir_name());
+    std::fs::read_to_string(dir.join(RECIPE_FILE)).is_ok_and(|r| r == runtime.recipe())
+        && runtime.binaries.iter().all(|b| dir.join(b.name).is_file())
+}
+
+fn build(go: &Path, runtime: &Runtime, cache: &Path) -> anyhow::Result<()> {
+    let dir = cache.join(runtime.dir_name());
+    let partial = dir.with_extension("partial");
+    let _ = std::fs::remove_dir_all(&partial);
+    std::fs::create_dir_all(&partial)
+        .with_context(|| format!("cannot create {}", partial.display()))?;
+    for binary in runtime.binaries {
+        let mut command = Command::new(go);
+        match runtime.source {
+            Source::GoInstall => {
+                command
+                    .arg("install")
+                    .env("GOBIN", &partial)
+                    .current_dir(cache);
+            }
+            Source::Wrapper(wrapper) => {
+                command
+                    .arg("build")
+                    .arg("-o")
+                    .arg(partial.join(binary.name))
+                    .current_dir(wrappers_dir().join(wrapper))
+                    // The committed go.sum is the whole truth: nothing is resolved anew.
+                    .env("GOFLAGS", "-buildvcs=false -mod=readonly");
+            }
+        }
+        if !binary.tags.is_empty() {
+            command.args(["-tags", binary.tags]);
+        }
+        command
+            .arg(format!("-ldflags={}", binary.ldflags))
+            .arg(match runtime.source {
+                Source::GoInstall => format!("{}@{}", binary.package, runtime.version),
+                Source::Wrapper(_) => binary.package.to_owned(),
+            })
+            .env("CGO_ENABLED", if binary.cgo { "1" } else { "0" });
+        if matches!(runtime.source, Source::GoInstall) {
+            command.env("GOFLAGS", "-buildvcs=false");
+        }
+        let status = command
+            .status()
+            .with_context(|| format!("cannot run {}", go.display()))?;
+        if !status.success() {
+            bail!(
+                "building {} of {} {} failed ({status})",
+                binary.package,
+                runtime.name,
+                runtime.version
+            );
+        }
+        // `go install` names the file after the package's last element.
+        let installed = partial.join(binary.package.rsplit('/').next().unwrap_or(binary.name));
+        if !partial.join(binary.name).is_file() && installed.is_file() {
+            std::fs::rename(&installed, partial.join(binary.name))?;
+        }
+    }
+    std::fs::write(partial.join(RECIPE_FILE), runtime.recipe())?;
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::rename(&partial, &dir)
+        .with_context(|| format!("cannot move the build to {}", dir.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A wrapper module requires upstream at exactly the pinned version, and declares the
+    /// packages built from it as tools.
+    #[test]
+    fn wrapper_modules_pin_the_same_versions() {
+        for runtime in RUNTIMES {
+            let Source::Wrapper(dir) = runtime.source else {
+                continue;
+            };
+            let go_mod = std::fs::read_to_string(wrappers_dir().join(dir).join("go.mod"))
+                .unwrap_or_else(|e| panic!("{dir}/go.mod: {e}"));
+            assert!(
+                wrappers_dir().join(dir).join("go.sum").is_file(),
+                "{dir}: go.sum is committed"
+            );
+            let module = runtime.binaries[0]
+                .package
+                .split("/cmd/")
+                .next()
+                .expect("a module path");
+            let required = go_mod.lines().any(|line| {
+                let mut words = line.split_whitespace();
+                let first = words.next();
+                let (path, version) = if first == Some("require") {
+                    (words.next(), words.next())
+                } else {
+                    (first, words.next())
+                };
+                path == Some(module) && version == Some(runtime.version)
+            });
+            assert!(
+                required,
+                "{dir}/go.mod must require {module} {}",
+                runtime.version
+            );
+            for binary in runtime.binaries {
+                assert!(
+                    go_mod.contains(&format!("\t{}\n", binary.package))
+                        || go_mod.contains(&format!("tool {}\n", binary.package)),
+                    "{dir}/go.mod must list {} as a tool",
+                    binary.package
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_wrapper_module_is_used() {
+        for entry in std::fs::read_dir(wrappers_dir()).expect("go-wrappers") {
+            let name = entry.expect("entry").file_name();
+            let name = name.to_string_lossy();
+            assert!(
+                RUNTIMES
+                    .iter()
+                    .any(|r| matches!(r.source, Source::Wrapper(w) if w == name)),
+                "xtask/go-wrappers/{name} is pinned by no runtime"
+            );
+        }
+    }
+
+    #[test]
+    fn a_changed_recipe_is_built_again() {
+        let cache = std::env::temp_dir().join(format!("xtask-recipe-{}", std::process::id()));
+        let runtime = &RUNTIMES[0];
+        let dir = cache.join(runtime.dir_name());
+        std::fs::create_dir_all(&dir).expect("dir");
+        for b in runtime.binaries {
+            std::fs::write(dir.join(b.name), b"").expect("binary");
+        }
+        assert!(!is_cached(runtime, &cache), "no recipe: not cached");
+        std::fs::write(dir.join(RECIPE_FILE), "containerd v0 GoInstall\n").expect("recipe");
+        assert!(!is_cached(runtime, &cache), "another recipe");
+        std::fs::write(dir.join(RECIPE_FILE), runtime.recipe()).expect("recipe");
+        assert!(is_cached(runtime, &cache));
+        std::fs::remove_file(dir.join(runtime.binaries[0].name)).expect("rm");
+        assert!(!is_cached(runtime, &cache), "a binary is missing");
+        std::fs::remove_dir_all(&cache).expect("clean up");
+    }
 }

@@ -13,6 +13,16 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "the container runtime the end-to-end tests and the demo drive",
     ),
     ("runc", "the OCI runtime nodetrace traces"),
+    (
+        "libseccomp-dev",
+        "seccomp for the runc built from the Go module proxy (cgo, like upstream's release)",
+    ),
+    ("pkg-config", "finds libseccomp for that cgo build"),
+    (
+        "crun",
+        "the other OCI runtime of the matrix (CRI-O's default), traced like runc",
+    ),
+    ("conmon", "CRI-O's container monitor, part of its process tree"),
     ("busybox-static", "the static busybox inside the test image"),
     (
         "gcc",

@@ -58,6 +58,8 @@ fn run_tests() -> anyhow::Result<()> {
         .env("NODETRACE_REQUIRE_GO", "1")
         // The runtimes setup built from the Go module proxy, which the probe-plan tests probe.
         .env("NODETRACE_RUNTIMES_DIR", crate::runtimes::CACHE_DIR)
+        // ... every one of which must be there.
+        .env("NODETRACE_RUNTIMES", crate::runtimes::pinned().join(" "))
         .stdout(std::process::Stdio::piped())
         .spawn()
         .context("cannot run cargo test")?;

@@ -14,6 +14,7 @@
 //! - [`plan`]: all of the above as the uprobes to attach; [`watch`] keeps them attached to the
 //!   running runtime.
 
+pub mod buildinfo;
 pub mod disasm;
 pub mod discover;
 mod getter;
@@ -32,7 +33,10 @@ pub mod watch;
 mod containerd_tests;
 #[cfg(test)]
 mod go_built_tests;
+#[cfg(test)]
+mod layout_tests;
 
+pub use buildinfo::BuildInfo;
 pub use disasm::DisasmError;
 pub use discover::{DEFAULT_SOCKETS, DiscoverError, ProcFs};
 pub use gopclntab::{PclnVersion, PclntabError};
@@ -41,5 +45,5 @@ pub use patterns::{CriMethod, Handler, ResolvedRuntime, RuntimeKind, resolve};
 pub use plan::{PlanError, ProbePlan, plan};
 pub use process::{BinaryIdentity, ProcessError, RuntimeProcess};
 pub use returns::{RetSite, ret_offsets};
-pub use symbols::{Function, GoBinary, SymbolError, SymbolSource};
+pub use symbols::{Function, GoBinary, SymbolError, SymbolSource, TextStart};
 pub use watch::{CriWatcher, WatchConfig};

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use crate::ebpf::HandlerProbe;
 
 use super::{
-    CriMethod, CriOffsets, DisasmError, Generator, OffsetError, RuntimeKind, SymbolError,
+    BuildInfo, CriMethod, TextStart, CriOffsets, DisasmError, Generator, OffsetError, RuntimeKind, SymbolError,
     cri_types, resolve, ret_offsets, symbols::GoBinary,
 };
 
@@ -20,9 +20,26 @@ pub struct ProbePlan {
     pub handlers: Vec<HandlerProbe>,
     /// Methods the binary has no handler for.
     pub missing: Vec<CriMethod>,
+    /// The Go version and module that built the binary, when it says.
+    pub build: Option<BuildInfo>,
+    /// Where the function table's text start came from (`None`: ELF symbols only).
+    pub text_start: Option<TextStart>,
 }
 
 impl ProbePlan {
+    /// The runtime's version and Go release as the binary tells them, e.g.
+    /// `v2.4.2 built with go1.26.8`.
+    pub fn built_with(&self) -> String {
+        match &self.build {
+            Some(build) => format!(
+                "{} built with {}",
+                build.module_version().unwrap_or("unknown version"),
+                build.go_version
+            ),
+            None => "no Go build information".to_owned(),
+        }
+    }
+
     /// Number of uprobes the plan attaches (entries of traced methods, and every RET).
     pub fn probe_count(&self) -> usize {
         self.handlers
@@ -136,6 +153,8 @@ pub fn plan(path: &Path) -> Result<ProbePlan, PlanError> {
         offsets: types.offsets,
         handlers,
         missing: resolved.missing,
+        build: binary.build_info().cloned(),
+        text_start: binary.text_start(),
     })
 }
 
@@ -168,48 +187,116 @@ fn verify_entry(binary: &GoBinary, function: &super::Function) -> Result<(), Pla
 mod tests {
     use super::*;
 
-    /// Every runtime binary `cargo xtask setup` built from the Go module proxy (release-like:
-    /// stripped, externally linked where upstream's is) gets a full plan whose entries all
-    /// passed the stack-check verification. `NODETRACE_RUNTIMES_DIR` names the cache.
+    /// The binaries of the runtime matrix: Debian's containerd, and every binary in the cache
+    /// `cargo xtask setup` fills (`NODETRACE_RUNTIMES_DIR`), each of the pinned runtimes
+    /// (`NODETRACE_RUNTIMES`) required. (cell name, binary name, path)
+    fn matrix_binaries() -> Option<Vec<(String, String, PathBuf)>> {
+        let dir = PathBuf::from(std::env::var_os("NODETRACE_RUNTIMES_DIR")?);
+        let mut binaries = Vec::new();
+        let debian = Path::new("/usr/bin/containerd");
+        if debian.exists() {
+            binaries.push((
+                "debian containerd".to_owned(),
+                "containerd".to_owned(),
+                debian.to_owned(),
+            ));
+        }
+        let pinned = std::env::var("NODETRACE_RUNTIMES").unwrap_or_default();
+        for name in pinned.split_whitespace() {
+            assert!(
+                dir.join(name).is_dir(),
+                "{name} is pinned but not in {} (cargo xtask setup builds it)",
+                dir.display()
+            );
+        }
+        let mut cells: Vec<_> = std::fs::read_dir(&dir)
+            .expect("the runtimes cache (cargo xtask setup)")
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir() && p.extension().is_none_or(|e| e != "partial"))
+            .collect();
+        cells.sort();
+        for cell in cells {
+            let cell_name = cell.file_name().unwrap().to_string_lossy().into_owned();
+            let mut files: Vec<_> = std::fs::read_dir(&cell).expect("cell").flatten().collect();
+            files.sort_by_key(|f| f.file_name());
+            for file in files {
+                let name = file.file_name().to_string_lossy().into_owned();
+                if !name.ends_with(".txt") {
+                    binaries.push((cell_name.clone(), name, file.path()));
+                }
+            }
+        }
+        Some(binaries)
+    }
+
+    /// Every CRI runtime of the matrix (containerd 1.6 from Debian; containerd 1.7, 2.0, 2.2
+    /// and 2.4 and CRI-O 1.36 built from the Go module proxy like upstream's releases) gets a
+    /// full plan whose every entry passed the stack-check verification and whose every
+    /// handler has its RETs; the other Go programs of the matrix (shims, runc) get none. Prints
+    /// the matrix table.
     #[test]
-    fn every_runtime_built_from_the_go_module_proxy_gets_a_full_verified_plan() {
-        let Some(dir) = std::env::var_os("NODETRACE_RUNTIMES_DIR") else {
+    fn every_runtime_of_the_matrix_gets_a_full_verified_plan() {
+        let Some(binaries) = matrix_binaries() else {
             eprintln!("skipped: NODETRACE_RUNTIMES_DIR is not set (cargo xtask test sets it)");
             return;
         };
-        let entries = std::fs::read_dir(&dir).expect("the runtimes cache (cargo xtask setup)");
-        let mut planned = Vec::new();
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.ends_with(".partial") || !name.starts_with("containerd-") {
+        let mut table = vec![
+            "| runtime | version | Go | type generator | uprobes | checks passed |".to_owned(),
+            "|---|---|---|---|---|---|".to_owned(),
+        ];
+        let mut planned = 0;
+        for (cell, name, path) in &binaries {
+            let what = format!("{cell}/{name}");
+            if !matches!(name.as_str(), "containerd" | "crio") {
+                let err = plan(path).expect_err(&format!("{what} is not a CRI runtime"));
+                assert_eq!(err.reason(), "not_a_runtime", "{what}: {err}");
                 continue;
             }
-            let binary = entry.path().join("containerd");
-            let plan = plan(&binary)
-                .unwrap_or_else(|e| panic!("{name}: {}", crate::correlate::error_chain(&e)));
-            assert_eq!(plan.runtime.name(), "containerd", "{name}");
+            let plan = plan(path)
+                .unwrap_or_else(|e| panic!("{what}: {}", crate::correlate::error_chain(&e)));
+            let expected_kind = if name == "crio" { "cri-o" } else { "containerd" };
+            assert_eq!(plan.runtime.name(), expected_kind, "{what}");
+            let newest_api = cell.starts_with("containerd-v2.4") || cell.starts_with("cri-o-");
+            let missing_required: Vec<_> =
+                plan.missing.iter().filter(|m| !m.is_optional()).collect();
+            assert!(missing_required.is_empty(), "{what}: missing {missing_required:?}");
+            if newest_api {
+                assert!(plan.missing.is_empty(), "{what}: missing {:?}", plan.missing);
+            }
+            let methods: std::collections::BTreeSet<_> =
+                plan.handlers.iter().map(|h| h.method as u32).collect();
+            assert_eq!(methods.len(), CriMethod::ALL.len() - plan.missing.len(), "{what}");
+            let rets: usize = plan.handlers.iter().map(|h| h.ret_offsets.len()).sum();
+            assert!(plan.handlers.iter().all(|h| !h.ret_offsets.is_empty()), "{what}");
             assert!(
-                plan.missing.is_empty(),
-                "{name}: missing {:?}",
-                plan.missing
+                plan.handlers
+                    .iter()
+                    .all(|h| h.ret_offsets.iter().all(|r| *r > h.entry_offset)),
+                "{what}: a RET before its function's entry"
             );
-            assert_eq!(plan.handlers.len(), CriMethod::ALL.len(), "{name}");
-            assert!(
-                plan.handlers.iter().all(|h| !h.ret_offsets.is_empty()),
-                "{name}"
-            );
-            planned.push(format!(
-                "{name}: {:?}, {} uprobes",
+            let build = plan.build.as_ref().expect("Go build information");
+            if !cell.starts_with("debian") {
+                let version = cell.rsplit('-').next().expect("a version");
+                assert_eq!(build.module_version(), Some(version), "{what}");
+            }
+            let text_start = plan
+                .text_start
+                .map_or("ELF symbols", |t| t.describe());
+            table.push(format!(
+                "| {} | {} | {} | {:?} | {} | text start from {text_start}; {} entries start with Go's stack check; {rets} RETs from each function's own code; {} streaming lists |",
+                plan.runtime.name(),
+                build.module_version().unwrap_or("(Debian build)"),
+                build.go_version,
                 plan.generator,
-                plan.probe_count()
+                plan.probe_count(),
+                plan.handlers.len(),
+                if plan.missing.is_empty() { "with" } else { "without" },
             ));
+            planned += 1;
         }
-        assert!(
-            !planned.is_empty(),
-            "no runtime in {}",
-            dir.to_string_lossy()
-        );
-        eprintln!("{}", planned.join("\n"));
+        assert!(planned > 1, "no runtime planned: {binaries:?}");
+        eprintln!("{}", table.join("\n"));
     }
 
     #[test]
@@ -221,8 +308,12 @@ mod tests {
         }
         let plan = plan(path).expect("plan");
         assert_eq!(plan.runtime.name(), "containerd");
-        assert!(plan.missing.is_empty(), "missing {:?}", plan.missing);
-        assert_eq!(plan.handlers.len(), CriMethod::ALL.len());
+        assert!(
+            plan.missing.iter().all(|m| m.is_optional()),
+            "missing {:?}",
+            plan.missing
+        );
+        assert_eq!(plan.handlers.len(), CriMethod::ALL.len() - plan.missing.len());
         assert!(plan.handlers.iter().all(|h| !h.ret_offsets.is_empty()));
         let run = plan
             .handlers

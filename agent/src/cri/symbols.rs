@@ -7,6 +7,7 @@ use object::read::elf::ElfFile64;
 use object::{Architecture, Endianness, Object, ObjectSection, ObjectSymbol, SymbolKind};
 use thiserror::Error;
 
+use super::buildinfo::{self, BuildInfo};
 use super::gopclntab::{self, PclnVersion, PclntabError};
 use super::segments::LoadSegments;
 
@@ -112,7 +113,9 @@ pub struct GoBinary {
     /// Sorted by name, one entry per name.
     functions: Vec<Function>,
     pcln_version: Option<PclnVersion>,
+    text_start: Option<TextStart>,
     pclntab_error: Option<PclntabError>,
+    build_info: Option<BuildInfo>,
 }
 
 impl GoBinary {
@@ -149,9 +152,12 @@ impl GoBinary {
 
     fn parse(path: &Path, data: Bytes, sources: &[SymbolSource]) -> Result<Self, SymbolError> {
         let path = path.to_path_buf();
-        let parsed = match &data {
-            Bytes::File(cache) => read_functions(cache, sources),
-            Bytes::Owned(bytes) => read_functions(bytes.as_slice(), sources),
+        let (parsed, build_info) = match &data {
+            Bytes::File(cache) => (read_functions(cache, sources), buildinfo::read(cache)),
+            Bytes::Owned(bytes) => (
+                read_functions(bytes.as_slice(), sources),
+                buildinfo::read(bytes.as_slice()),
+            ),
         };
         let parsed = parsed.map_err(|source| SymbolError::Parse {
             path: path.clone(),
@@ -168,9 +174,10 @@ impl GoBinary {
             });
         }
         merge_by_name(&mut functions, sources);
-        let (pcln_version, pclntab_error) = match parsed.pclntab {
-            Ok(version) => (version, None),
-            Err(error) => (None, Some(error)),
+        let (pcln_version, text_start, pclntab_error) = match parsed.pclntab {
+            Ok(Some((version, text_start))) => (Some(version), Some(text_start), None),
+            Ok(None) => (None, None, None),
+            Err(error) => (None, None, Some(error)),
         };
         Ok(Self {
             path,
@@ -178,7 +185,9 @@ impl GoBinary {
             architecture: parsed.architecture,
             functions,
             pcln_version,
+            text_start,
             pclntab_error,
+            build_info,
         })
     }
 
@@ -193,6 +202,16 @@ impl GoBinary {
     /// The format of the Go function table, when the binary has one that was read.
     pub fn pcln_version(&self) -> Option<PclnVersion> {
         self.pcln_version
+    }
+
+    /// Where the Go function table's text start came from, when the table was read.
+    pub fn text_start(&self) -> Option<TextStart> {
+        self.text_start
+    }
+
+    /// The Go version and main module the binary was built with, when it says.
+    pub fn build_info(&self) -> Option<&BuildInfo> {
+        self.build_info.as_ref()
     }
 
     /// Why the Go function table was not used although other sources were.
@@ -230,7 +249,9 @@ impl GoBinary {
             architecture: Architecture::X86_64,
             functions,
             pcln_version: None,
+            text_start: None,
             pclntab_error: None,
+            build_info: None,
         }
     }
 
@@ -252,7 +273,32 @@ struct ParsedFunctions {
     architecture: Architecture,
     functions: Vec<Function>,
     /// The table's version (`None` when absent or not asked for), or why it failed.
-    pclntab: Result<Option<PclnVersion>, PclntabError>,
+    pclntab: Result<Option<(PclnVersion, TextStart)>, PclntabError>,
+}
+
+/// Where the start of Go's text (the base of every function offset in the Go function table)
+/// was read from, and what confirmed it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TextStart {
+    /// The table's own header (Go 1.18 to 1.25).
+    Header,
+    /// Go 1.26+: `moduledata.text` in `.go.module`, its `pcHeader` and `minpc` cross-checked.
+    ModuleData,
+    /// The dynamic relocation of the header word (position-independent binaries).
+    Relocation,
+    /// The `runtime.text` symbol.
+    Symbol,
+}
+
+impl TextStart {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Header => "pclntab header",
+            Self::ModuleData => ".go.module moduledata (pcHeader and minpc cross-checked)",
+            Self::Relocation => "relocated pclntab header",
+            Self::Symbol => "runtime.text symbol",
+        }
+    }
 }
 
 fn read_functions<'data, R: object::ReadRef<'data>>(
@@ -313,7 +359,7 @@ fn pclntab_functions<'data, R: object::ReadRef<'data>>(
     file: &ElfFile64<'data, Endianness, R>,
     segments: &LoadSegments,
     out: &mut Vec<Function>,
-) -> Result<Option<PclnVersion>, PclntabError> {
+) -> Result<Option<(PclnVersion, TextStart)>, PclntabError> {
     let Some(section) = PCLNTAB_SECTIONS
         .iter()
         .find_map(|name| file.section_by_name(name))
@@ -323,10 +369,11 @@ fn pclntab_functions<'data, R: object::ReadRef<'data>>(
     let Ok(table) = section.data() else {
         return Ok(None);
     };
-    let fallback = if gopclntab::header_text_start(table)? == Some(0) {
-        Some(text_start_of_zero_header(file, section.address(), table)?)
+    let (fallback, text_start) = if gopclntab::header_text_start(table)? == Some(0) {
+        let (text, from) = text_start_of_zero_header(file, section.address(), table)?;
+        (Some(text), from)
     } else {
-        None
+        (None, TextStart::Header)
     };
     let decoded = gopclntab::decode(table, fallback)?;
     for function in decoded.functions {
@@ -341,7 +388,7 @@ fn pclntab_functions<'data, R: object::ReadRef<'data>>(
             source: SymbolSource::Gopclntab,
         });
     }
-    Ok(Some(decoded.version))
+    Ok(Some((decoded.version, text_start)))
 }
 
 /// The text start of a table whose header word is 0: Go 1.26+ leaves it to the moduledata in
@@ -352,7 +399,7 @@ fn text_start_of_zero_header<'data, R: object::ReadRef<'data>>(
     file: &ElfFile64<'data, Endianness, R>,
     table_address: u64,
     table: &[u8],
-) -> Result<u64, PclntabError> {
+) -> Result<(u64, TextStart), PclntabError> {
     let from_symbol = file
         .symbols()
         .chain(file.dynamic_symbols())
@@ -367,11 +414,12 @@ fn text_start_of_zero_header<'data, R: object::ReadRef<'data>>(
                 expected: text,
             });
         }
-        return Ok(text);
+        return Ok((text, TextStart::ModuleData));
     }
     let ptr_size = u64::from(*table.get(7).ok_or(PclntabError::NoTextStart)?);
     relocated_word(file, table_address + 8 + 2 * ptr_size)
-        .or(from_symbol)
+        .map(|text| (text, TextStart::Relocation))
+        .or(from_symbol.map(|text| (text, TextStart::Symbol)))
         .ok_or(PclntabError::NoTextStart)
 }
 

@@ -203,6 +203,7 @@ impl CriWatcher {
             runtime = plan.runtime.name(),
             binary = %target.path().display(),
             generator = ?plan.generator,
+            built = %plan.built_with(),
             handlers = plan.handlers.len(),
             uprobes = count,
             missing = ?plan.missing,
@@ -212,10 +213,11 @@ impl CriWatcher {
         self.readiness.set_detail(
             COMPONENT,
             format!(
-                "{count} uprobes on {} (inode {}; {}, {} handlers)",
+                "{count} uprobes on {} (inode {}; {}, {}, {} handlers)",
                 plan.binary.display(),
                 target.identity().inode,
                 plan.runtime.name(),
+                plan.built_with(),
                 plan.handlers.len()
             ),
         );

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-pub use config::{ContainerdLayout, MAX_SOCKET_PATH};
+pub use config::{ConfigInputs, ConfigVersion, ContainerdLayout, MAX_SOCKET_PATH};
 pub use process::CONTAINERD_BIN;
 
 use crate::cri::{CriClient, CriError};
@@ -34,6 +34,11 @@ pub struct ContainerdOptions {
     /// works as long as the shim (`containerd-shim-runc-v2`) is on the PATH, which always
     /// has `/usr/bin` (see [`PrivateContainerd::copy_binary`]).
     pub containerd_binary: PathBuf,
+    /// The `containerd-shim-runc-v2` to run (the config's `runtime_path`); `None`: the one
+    /// on the PATH.
+    pub shim_binary: Option<PathBuf>,
+    /// The runc the shim runs (`BinaryName`); `None`: the one on the PATH.
+    pub runc_binary: Option<PathBuf>,
 }
 
 impl Default for ContainerdOptions {
@@ -44,6 +49,8 @@ impl Default for ContainerdOptions {
             cri_cleanup_timeout: Duration::from_secs(30),
             insecure_registries: Vec::new(),
             containerd_binary: PathBuf::from(CONTAINERD_BIN),
+            shim_binary: None,
+            runc_binary: None,
         }
     }
 }
@@ -247,8 +254,25 @@ impl PrivateContainerd {
     /// (and is what later restarts run). Fails before stopping anything when `binary` is
     /// not an executable file.
     pub async fn restart_with_binary(&mut self, binary: &Path) -> Result<(), ContainerdError> {
+        self.upgrade(binary, None).await
+    }
+
+    /// [`PrivateContainerd::restart_with_binary`], with a new shim too when `shim` is given
+    /// (an upgrade to another release): the config is written again for the new binaries
+    /// (containerd 2.x reads another format than 1.x, and migrates 1.x's state itself).
+    pub async fn upgrade(
+        &mut self,
+        binary: &Path,
+        shim: Option<&Path>,
+    ) -> Result<(), ContainerdError> {
         process::check_executable(binary)?;
+        if let Some(shim) = shim {
+            process::check_executable(shim)?;
+            self.options.shim_binary = Some(shim.to_path_buf());
+        }
         self.options.containerd_binary = binary.to_path_buf();
+        // Another major version reads another config format.
+        process::write_config(&self.layout, &self.options)?;
         self.restart().await
     }
 

@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{ContainerdError, ContainerdLayout, ContainerdOptions, MAX_SOCKET_PATH};
+use super::{
+    ConfigInputs, ConfigVersion, ContainerdError, ContainerdLayout, ContainerdOptions,
+    MAX_SOCKET_PATH,
+};
 
 /// The containerd binary the Debian package installs.
 pub const CONTAINERD_BIN: &str = "/usr/bin/containerd";
@@ -59,12 +62,55 @@ pub(super) fn prepare(
     ] {
         std::fs::create_dir_all(dir).map_err(io_error("create", dir))?;
     }
-    std::fs::write(
-        &layout.config,
-        layout.render_config(&options.sandbox_image, &options.insecure_registries),
-    )
-    .map_err(io_error("write", &layout.config))?;
+    write_config(&layout, options)?;
     Ok(layout)
+}
+
+/// Writes the config in the format `options.containerd_binary` reads (and, for containerd
+/// 2.x, the registry host files).
+pub(super) fn write_config(
+    layout: &ContainerdLayout,
+    options: &ContainerdOptions,
+) -> Result<(), ContainerdError> {
+    let version = config_version_of(&options.containerd_binary)?;
+    let inputs = ConfigInputs {
+        sandbox_image: &options.sandbox_image,
+        insecure_registries: &options.insecure_registries,
+        shim: options.shim_binary.as_deref(),
+        runc: options.runc_binary.as_deref(),
+    };
+    if version == ConfigVersion::V3 {
+        for host in &options.insecure_registries {
+            let (path, text) = layout.registry_hosts_file(host);
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(io_error("create", dir))?;
+            }
+            std::fs::write(&path, text).map_err(io_error("write", &path))?;
+        }
+    }
+    std::fs::write(&layout.config, layout.render(version, &inputs))
+        .map_err(io_error("write", &layout.config))
+}
+
+/// The config format of a containerd executable, from its `--version` line
+/// (`containerd github.com/containerd/containerd/v2 v2.4.2 ...` for 2.x).
+pub(super) fn config_version_of(binary: &Path) -> Result<ConfigVersion, ContainerdError> {
+    let output = Command::new(binary)
+        .arg("--version")
+        .output()
+        .map_err(|source| ContainerdError::Spawn {
+            binary: binary.to_path_buf(),
+            source,
+        })?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    Ok(parse_config_version(&text))
+}
+
+fn parse_config_version(version_line: &str) -> ConfigVersion {
+    match version_line.split_whitespace().nth(1) {
+        Some(module) if module.ends_with("/v2") => ConfigVersion::V3,
+        _ => ConfigVersion::V2,
+    }
 }
 
 /// Fails unless `binary` is a regular file with an execute bit set.
@@ -146,6 +192,28 @@ pub(super) fn log_tail(log: &Path, max_bytes: usize) -> String {
             String::from_utf8_lossy(&bytes[start..]).into_owned()
         }
         Err(e) => format!("(cannot read {}: {e})", log.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_config_format_follows_the_major_version() {
+        assert_eq!(
+            parse_config_version(
+                "containerd github.com/containerd/containerd/v2 v2.4.2 5fe3f7d\n"
+            ),
+            ConfigVersion::V3
+        );
+        assert_eq!(
+            parse_config_version(
+                "containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+b1\n"
+            ),
+            ConfigVersion::V2
+        );
+        assert_eq!(parse_config_version(""), ConfigVersion::V2);
     }
 }
 
