@@ -182,7 +182,6 @@ disabled_plugins = [
   "io.containerd.snapshotter.v1.erofs",
   "io.containerd.tracing.processor.v1.otlp",
   "io.containerd.internal.v1.tracing",
-  "io.containerd.image-verifier.v1.bindir",
 ]
 
 [grpc]
@@ -204,6 +203,9 @@ disabled_plugins = [
 
   [plugins."io.containerd.nri.v1.nri"]
     disable = true
+
+  [plugins."io.containerd.image-verifier.v1.bindir"]
+    bin_dir = {verifiers}
 
   [plugins."io.containerd.cri.v1.images"]
     snapshotter = "overlayfs"
@@ -232,7 +234,7 @@ disabled_plugins = [
           Root = {runc_root}
 
     [plugins."io.containerd.cri.v1.runtime".cni]
-      bin_dirs = [{cni_bin}]
+      # `bin_dirs` from 2.1 on, which migrates this (2.0 knows only this one).
       bin_dir = {cni_bin}
       conf_dir = {cni_conf}
 
@@ -248,6 +250,7 @@ disabled_plugins = [
             sandbox_image = toml_string(inputs.sandbox_image),
             hosts = q(&self.registry_hosts),
             cdi = q(&self.work_dir.join("cdi")),
+            verifiers = q(&self.work_dir.join("image-verifiers")),
             runc_root = q(&self.runc_root),
             cni_bin = q(&self.cni.join("bin")),
             cni_conf = q(&self.cni.join("net.d")),
@@ -463,6 +466,10 @@ mod tests {
         assert_eq!(runc["options"]["BinaryName"].as_str(), Some("/cache/runc"));
         assert_eq!(runc["options"]["Root"].as_str(), Some("/tmp/ntb-x/runc"));
         assert_eq!(runtime["cdi_spec_dirs"][0].as_str(), Some("/tmp/ntb-x/cdi"));
+        assert_eq!(
+            parsed["plugins"]["io.containerd.image-verifier.v1.bindir"]["bin_dir"].as_str(),
+            Some("/tmp/ntb-x/image-verifiers")
+        );
         assert_eq!(
             parsed["plugins"]["io.containerd.nri.v1.nri"]["disable"].as_bool(),
             Some(true)
