@@ -9,6 +9,7 @@
 //! `docker-registry` and `skopeo` (Debian packages of those names). [`fake_apiserver`] stands
 //! in for the Kubernetes API server (pods, list and watch), which cannot run here.
 
+pub mod cgroup_controllers;
 pub mod clock;
 pub mod containerd;
 pub mod cri;
@@ -22,6 +23,7 @@ pub mod runtimes;
 pub mod teardown;
 pub mod testbed;
 
+pub use cgroup_controllers::ControllersOnV1;
 pub use clock::{CallWindow, Timed};
 pub use containerd::{ContainerdError, ContainerdOptions, PrivateContainerd};
 pub use cri::{CriCall, CriClient, CriError};

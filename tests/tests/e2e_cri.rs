@@ -41,7 +41,7 @@ use nodetrace::{
     store::{Store, StoreConfig},
 };
 use nodetrace_testbed::{
-    BuiltRuntimes, CallWindow, ContainerdOptions, CriCall, CriError, Registry, Testbed,
+    BuiltRuntimes, CallWindow, ContainerdOptions, ControllersOnV1, CriCall, CriError, Registry, Testbed,
     cri::{ContainerSpec, PodIdentity, container_config, host_network_sandbox_config},
     lifecycle::DEFAULT_CONTAINER_COMMAND,
 };
@@ -182,6 +182,8 @@ struct Cell {
     options: ContainerdOptions,
     /// The OCI runtime the agent is told to follow, when not the one on the PATH.
     runc: Option<PathBuf>,
+    /// Its name, which starts its spans' names (`runc create`, `crun create`).
+    oci: &'static str,
     /// The two upgrades of step 5, in order.
     upgrades: [Upgrade; 2],
 }
@@ -216,6 +218,7 @@ async fn debian_containerd_1_6_with_runc_1_1() {
     run_cell(Cell {
         options: ContainerdOptions::default(),
         runc: None,
+        oci: "runc",
         upgrades: [Upgrade::Copy("a"), Upgrade::Copy("b")],
     })
     .await;
@@ -239,6 +242,7 @@ async fn containerd_1_7_upgraded_to_2_0_with_runc_1_5() {
             ..ContainerdOptions::default()
         },
         runc: Some(runc),
+        oci: "runc",
         upgrades: [
             Upgrade::Release {
                 containerd: to.containerd,
@@ -268,6 +272,7 @@ async fn containerd_2_2_upgraded_to_2_4_with_runc_1_5() {
             ..ContainerdOptions::default()
         },
         runc: Some(runc),
+        oci: "runc",
         upgrades: [
             Upgrade::Release {
                 containerd: to.containerd,
@@ -275,6 +280,37 @@ async fn containerd_2_2_upgraded_to_2_4_with_runc_1_5() {
             },
             Upgrade::Copy("b"),
         ],
+    })
+    .await;
+}
+
+/// Debian's crun 1.8.1 knows OCI runtime specs up to 1.1: containerd 2.2 and later write
+/// 1.3.0, which it refuses ("OCI runtime create failed: unknown version specified"), so
+/// crun runs under containerd 1.7 (spec 1.1.0) here. On this hybrid cgroup layout crun also
+/// needs cgroup2 without controllers ([`ControllersOnV1`]).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containerd_1_7_with_crun_1_8() {
+    let test = "containerd_1_7_with_crun_1_8";
+    if skipped_unless_root(test, "eBPF uprobes, a private containerd with crun, a registry") {
+        return;
+    }
+    let Some(built) = built(test) else { return };
+    let containerd = built.containerd("v1.7").expect("containerd 1.7 (cargo xtask setup)");
+    let crun = PathBuf::from("/usr/bin/crun");
+    assert!(crun.is_file(), "crun is installed by cargo xtask setup");
+    // crun runs on a hybrid layout only when cgroup2 has no controller.
+    let controllers = ControllersOnV1::ensure().expect("move cgroup2's controllers to v1");
+    eprintln!("  v1 hierarchies mounted for crun: {:?}", controllers.mounted());
+    run_cell(Cell {
+        options: ContainerdOptions {
+            containerd_binary: containerd.containerd,
+            shim_binary: Some(containerd.shim),
+            runc_binary: Some(crun.clone()),
+            ..ContainerdOptions::default()
+        },
+        runc: Some(crun),
+        oci: "crun",
+        upgrades: [Upgrade::Copy("a"), Upgrade::Copy("b")],
     })
     .await;
 }
@@ -538,23 +574,27 @@ async fn run_cell(cell: Cell) {
     let runc_spans: Vec<&Span> = spans
         .iter()
         .copied()
-        .filter(|s| s.operation_name.starts_with("runc "))
+        .filter(|s| s.operation_name.starts_with(&format!("{} ", cell.oci)))
         .collect();
     for verb in ["create", "start", "kill", "delete"] {
         for id in [&sandbox, &container] {
             assert!(
                 runc_spans
                     .iter()
-                    .any(|s| s.operation_name == format!("runc {verb}")
+                    .any(|s| s.operation_name == format!("{} {verb}", cell.oci)
                         && tag(s, "container.id").as_deref() == Some(id.as_str())),
-                "no `runc {verb}` span for {id}; spans:\n{}",
+                "no `{} {verb}` span for {id}; spans:\n{}",
+                cell.oci,
                 describe(&spans)
             );
         }
     }
     assert!(
-        runc_spans.iter().any(|s| s.operation_name == "runc exec"),
-        "no `runc exec` span; spans:\n{}",
+        runc_spans
+            .iter()
+            .any(|s| s.operation_name == format!("{} exec", cell.oci)),
+        "no `{} exec` span; spans:\n{}",
+        cell.oci,
         describe(&spans)
     );
     let readyz = agent.readyz().await;
@@ -576,7 +616,7 @@ async fn run_cell(cell: Cell) {
             span.operation_name,
             tag(span, "container.id").as_deref().map(short)
         );
-        if span.operation_name.starts_with("runc ") {
+        if span.operation_name.starts_with(&format!("{} ", cell.oci)) {
             let parent = parent(span).unwrap_or_else(|| {
                 panic!(
                     "{what} has no parent in the trace; spans:\n{}",

@@ -367,6 +367,17 @@ pub fn count_of(spans: &[&Span], name: &str, id: &str) -> usize {
         .count()
 }
 
+/// The number of OCI runtime spans (runc's or crun's) of `verb` on container `id`.
+pub fn count_verb(spans: &[&Span], verb: &str, id: &str) -> usize {
+    spans
+        .iter()
+        .filter(|s| {
+            tag(s, "nodetrace.oci.verb").as_deref() == Some(verb)
+                && tag(s, "container.id").as_deref() == Some(id)
+        })
+        .count()
+}
+
 /// The one `name` span.
 pub fn only<'a>(spans: &[&'a Span], name: &str) -> &'a Span {
     let found: Vec<&Span> = spans
@@ -390,8 +401,8 @@ pub fn lifecycle_complete(report: &LifecycleReport) -> impl Fn(&[&Span]) -> bool
     move |spans| {
         let (sandbox, container) = (&report.sandbox_id, &report.container_id);
         count(spans, "RemovePodSandbox") == 1
-            && count_of(spans, "runc delete", sandbox) >= 2
-            && count_of(spans, "runc delete", container) >= 1
+            && count_verb(spans, "delete", sandbox) >= 2
+            && count_verb(spans, "delete", container) >= 1
             && count_of(spans, "container process", sandbox) == 1
             && count_of(spans, "container process", container) == 1
             && count_of(spans, "exec process", container) == 1
@@ -498,15 +509,21 @@ pub fn assert_lifecycle_call(spans: &[&Span], report: &LifecycleReport, call: Cr
     }
 }
 
-/// The runc and process spans of a lifecycle and the CRI call each must hang under.
+/// The OCI runtime (runc or crun) and process spans of a lifecycle and the CRI call each must
+/// hang under.
 pub fn expected_parent(span: &Span) -> Option<&'static str> {
     let sandbox = tag(span, "nodetrace.container.type").as_deref() == Some("sandbox");
-    Some(match (span.operation_name.as_str(), sandbox) {
-        ("runc create" | "runc start", true) => "RunPodSandbox",
-        ("runc create" | "runc start", false) => "StartContainer",
-        ("runc kill" | "runc delete", true) => "StopPodSandbox",
-        ("runc kill" | "runc delete", false) => "StopContainer",
-        ("runc exec" | "exec process", _) => "ExecSync",
+    let name = span.operation_name.as_str();
+    let name = name
+        .strip_prefix("runc ")
+        .or_else(|| name.strip_prefix("crun "))
+        .unwrap_or(name);
+    Some(match (name, sandbox) {
+        ("create" | "start", true) => "RunPodSandbox",
+        ("create" | "start", false) => "StartContainer",
+        ("kill" | "delete", true) => "StopPodSandbox",
+        ("kill" | "delete", false) => "StopContainer",
+        ("exec" | "exec process", _) => "ExecSync",
         ("container process", true) => "RunPodSandbox",
         ("container process", false) => "StartContainer",
         _ => return None,
