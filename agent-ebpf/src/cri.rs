@@ -22,7 +22,10 @@ use nodetrace_common::{
     DROP_CRI_INFLIGHT_FULL, DROP_RINGBUF_FULL, EventHeader, EventKind, cri_slots,
 };
 
-use crate::{CRI_CALLS, CRI_INFLIGHT, CRI_OFFSETS, EVENTS, count_drop};
+use crate::{
+    CRI_CALLS, CRI_INFLIGHT, CRI_OFFSETS, EVENTS, count_drop,
+    diag::{self, report},
+};
 
 /// A second entry of the same call within this time is the handler restarting after growing
 /// its goroutine stack, not a new call.
@@ -74,11 +77,18 @@ fn try_entry(ctx: &ProbeContext) -> Result<(), i32> {
     // SAFETY: a helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     // SAFETY: the value is copied out at once.
-    if let Some(previous) = unsafe { CRI_INFLIGHT.get(&key) }
-        && previous.method == method
-        && now.wrapping_sub(previous.start_ktime_ns) < REENTRY_WINDOW_NS
-    {
-        return Ok(());
+    if let Some(previous) = unsafe { CRI_INFLIGHT.get(&key) } {
+        if previous.method == method
+            && now.wrapping_sub(previous.start_ktime_ns) < REENTRY_WINDOW_NS
+        {
+            return Ok(());
+        }
+        report(
+            diag::ENTRY_WITHOUT_EXIT,
+            method,
+            key.goroutine,
+            u64::from(previous.method),
+        );
     }
     let inflight = CriInflight {
         method,
@@ -119,6 +129,12 @@ fn try_return(ctx: &ProbeContext) -> Result<(), i32> {
         return Ok(());
     };
     if inflight.method != method {
+        report(
+            diag::EXIT_OF_OTHER_CALL,
+            method,
+            u64::from(inflight.method),
+            0,
+        );
         return Ok(());
     }
     let _ = CRI_INFLIGHT.remove(&key);
@@ -171,25 +187,38 @@ fn known(off: u32) -> bool {
     off != CRI_OFFSET_UNKNOWN
 }
 
-/// The pointer-sized field at `base + off`, or 0.
-fn read_ptr(base: u64, off: u32) -> u64 {
+/// The pointer-sized field at `base + off` of a structure of a call of `method`, or 0 (a nil
+/// `base` is an absent optional field; a failed read is reported).
+fn read_ptr(method: u32, base: u64, off: u32) -> u64 {
     if base == 0 || !known(off) {
         return 0;
     }
     // SAFETY: user memory, read with the checking helper.
-    unsafe { bpf_probe_read_user((base + u64::from(off)) as *const u64) }.unwrap_or(0)
+    match unsafe { bpf_probe_read_user((base + u64::from(off)) as *const u64) } {
+        Ok(value) => value,
+        Err(_) => {
+            report(diag::READ_FAILED, method, u64::from(off), base);
+            0
+        }
+    }
 }
 
-fn read_u32(base: u64, off: u32) -> u64 {
+fn read_u32(method: u32, base: u64, off: u32) -> u64 {
     if base == 0 || !known(off) {
         return 0;
     }
     // SAFETY: user memory, read with the checking helper.
-    u64::from(unsafe { bpf_probe_read_user((base + u64::from(off)) as *const u32) }.unwrap_or(0))
+    match unsafe { bpf_probe_read_user((base + u64::from(off)) as *const u32) } {
+        Ok(value) => u64::from(value),
+        Err(_) => {
+            report(diag::READ_FAILED, method, u64::from(off), base);
+            0
+        }
+    }
 }
 
-fn read_i64(base: u64, off: u32) -> u64 {
-    read_ptr(base, off)
+fn read_i64(method: u32, base: u64, off: u32) -> u64 {
+    read_ptr(method, base, off)
 }
 
 /// Copies the Go string (pointer, length) at `base + off` into string slot `slot`.
@@ -201,12 +230,25 @@ unsafe fn read_string(event: *mut CriEvent, slot: usize, base: u64, off: u32) {
     if base == 0 || !known(off) || slot >= CRI_STR_SLOTS {
         return;
     }
-    let ptr = read_ptr(base, off);
-    let len = read_ptr(base, off.wrapping_add(8));
+    // SAFETY: per the function's contract.
+    let method = unsafe { (*event).method };
+    let ptr = read_ptr(method, base, off);
+    let len = read_ptr(method, base, off.wrapping_add(8));
     if ptr == 0 || len == 0 {
         return;
     }
-    let len = (len as u32) & (2 * CRI_STR_MAX as u32 - 1);
+    if len >= diag::IMPLAUSIBLE_STRING_LEN {
+        report(diag::LENGTH_IMPLAUSIBLE, method, len, u64::from(off));
+        return;
+    }
+    let len = if len > CRI_STR_MAX as u64 - 1 {
+        report(diag::STRING_CUT, method, len, CRI_STR_MAX as u64 - 1);
+        CRI_STR_MAX as u32 - 1
+    } else {
+        len as u32
+    };
+    // Bounded again where the verifier can see it.
+    let len = len & (2 * CRI_STR_MAX as u32 - 1);
     let len = if len > CRI_STR_MAX as u32 - 1 {
         CRI_STR_MAX as u32 - 1
     } else {
@@ -228,8 +270,8 @@ unsafe fn read_request(event: *mut CriEvent, method: u32, req: u64, off: &CriOff
     // SAFETY: per the function's contract.
     unsafe {
         if method == CriMethod::RunPodSandbox as u32 {
-            let config = read_ptr(req, off.run_pod_sandbox_request_config);
-            let meta = read_ptr(config, off.pod_sandbox_config_metadata);
+            let config = read_ptr(method, req, off.run_pod_sandbox_request_config);
+            let meta = read_ptr(method, config, off.pod_sandbox_config_metadata);
             read_string(event, POD_NAME, meta, off.pod_sandbox_metadata_name);
             read_string(event, POD_UID, meta, off.pod_sandbox_metadata_uid);
             read_string(
@@ -244,20 +286,20 @@ unsafe fn read_request(event: *mut CriEvent, method: u32, req: u64, off: &CriOff
                 req,
                 off.run_pod_sandbox_request_runtime_handler,
             );
-            (*event).numbers[NUMBER] = read_u32(meta, off.pod_sandbox_metadata_attempt);
+            (*event).numbers[NUMBER] = read_u32(method, meta, off.pod_sandbox_metadata_attempt);
         } else if method == CriMethod::CreateContainer as u32 {
             read_string(event, ID, req, off.create_container_request_pod_sandbox_id);
-            let config = read_ptr(req, off.create_container_request_config);
-            let meta = read_ptr(config, off.container_config_metadata);
+            let config = read_ptr(method, req, off.create_container_request_config);
+            let meta = read_ptr(method, config, off.container_config_metadata);
             read_string(event, CONTAINER_NAME, meta, off.container_metadata_name);
-            (*event).numbers[NUMBER] = read_u32(meta, off.container_metadata_attempt);
-            let image = read_ptr(config, off.container_config_image);
+            (*event).numbers[NUMBER] = read_u32(method, meta, off.container_metadata_attempt);
+            let image = read_ptr(method, config, off.container_config_image);
             read_string(event, IMAGE, image, off.image_spec_image);
         } else if method == CriMethod::StartContainer as u32 {
             read_string(event, ID, req, off.start_container_request_container_id);
         } else if method == CriMethod::StopContainer as u32 {
             read_string(event, ID, req, off.stop_container_request_container_id);
-            (*event).numbers[NUMBER] = read_i64(req, off.stop_container_request_timeout);
+            (*event).numbers[NUMBER] = read_i64(method, req, off.stop_container_request_timeout);
         } else if method == CriMethod::RemoveContainer as u32 {
             read_string(event, ID, req, off.remove_container_request_container_id);
         } else if method == CriMethod::StopPodSandbox as u32 {
@@ -270,10 +312,10 @@ unsafe fn read_request(event: *mut CriEvent, method: u32, req: u64, off: &CriOff
                 off.remove_pod_sandbox_request_pod_sandbox_id,
             );
         } else if method == CriMethod::PullImage as u32 {
-            let image = read_ptr(req, off.pull_image_request_image);
+            let image = read_ptr(method, req, off.pull_image_request_image);
             read_string(event, IMAGE_REF, image, off.image_spec_image);
-            let config = read_ptr(req, off.pull_image_request_sandbox_config);
-            let meta = read_ptr(config, off.pod_sandbox_config_metadata);
+            let config = read_ptr(method, req, off.pull_image_request_sandbox_config);
+            let meta = read_ptr(method, config, off.pod_sandbox_config_metadata);
             read_string(event, POD_UID, meta, off.pod_sandbox_metadata_uid);
             read_string(
                 event,
@@ -284,7 +326,7 @@ unsafe fn read_request(event: *mut CriEvent, method: u32, req: u64, off: &CriOff
             read_string(event, PULL_POD_NAME, meta, off.pod_sandbox_metadata_name);
         } else if method == CriMethod::ExecSync as u32 {
             read_string(event, ID, req, off.exec_sync_request_container_id);
-            (*event).numbers[NUMBER] = read_i64(req, off.exec_sync_request_timeout);
+            (*event).numbers[NUMBER] = read_i64(method, req, off.exec_sync_request_timeout);
         }
     }
 }

@@ -83,6 +83,7 @@ pub(crate) static CRI_INFLIGHT: LruHashMap<CriCallKey, CriInflight> =
 pub(crate) static CRI_CALLS: PerCpuArray<u64> = PerCpuArray::with_max_entries(CRI_METHOD_SLOTS, 0);
 
 mod cri;
+mod diag;
 mod process;
 
 pub(crate) fn count_drop(index: u32) {

@@ -285,6 +285,13 @@ pub struct AgentArgs {
         value_parser = parse_redact_pattern
     )]
     pub redact_patterns: Vec<String>,
+    /// Diagnostics from the eBPF programs' rare paths (a CRI field that could not be read, a
+    /// string cut to its slot, a length that betrays a wrong field offset, a handler entry
+    /// without exit), logged with the target nodetrace::ebpf and counted in
+    /// nodetrace_ebpf_log_records_total. Set when the programs are loaded (at start): off,
+    /// the verifier removes the logging code and the probes pay nothing for it.
+    #[arg(long, value_enum, default_value_t = crate::ebpf::EbpfLogLevel::Off)]
+    pub ebpf_log_level: crate::ebpf::EbpfLogLevel,
     /// Kernel BTF used to find structure offsets.
     #[arg(long, default_value = crate::ebpf::VMLINUX_BTF)]
     pub btf: PathBuf,

@@ -20,7 +20,7 @@ use crate::{
     cli::{AgentArgs, OtlpProtocol},
     correlate::{Correlator, CorrelatorConfig, HostNode},
     cri::{CriWatcher, WatchConfig},
-    ebpf::{KernelEvent, KernelProbes, ReaderStats, WallClock, run_reader},
+    ebpf::{EbpfLogLevel, KernelEvent, KernelProbes, ReaderStats, WallClock, run_reader},
     export::{ExportConfig, Exporter, Protocol},
     hostfs::StateRoots,
     k8s::{KubeHealth, PodDirectory, PodDirectoryConfig, PodWatcher},
@@ -86,12 +86,23 @@ pub async fn run_until(
             per_second: args.cgroup_process_rate,
             burst: args.cgroup_process_burst,
         },
+        args.ebpf_log_level,
     )
     .context("cannot start the eBPF probes")?;
     readiness.set_ready("ebpf");
     readiness.set_detail("ebpf", probes.attached().join(", "));
     tracing::info!(attached = ?probes.attached(), "eBPF programs attached");
     let probe_counts = Arc::new(ProbeCounts::default());
+    let mut probes = probes;
+    let ebpf_log = if args.ebpf_log_level == EbpfLogLevel::Off {
+        None
+    } else {
+        let reader = probes
+            .take_log_reader(probe_counts.ebpf_log.clone())
+            .context("cannot read the eBPF programs' diagnostics")?;
+        tracing::info!(level = ?args.ebpf_log_level, "eBPF diagnostics on");
+        Some(tokio::spawn(reader.run()))
+    };
     probe_counts
         .tracepoints
         .store(probes.attached().len() as u64, Ordering::Relaxed);
@@ -313,6 +324,9 @@ pub async fn run_until(
     let _ = stop_kube.send(true);
     kube_health.abort();
     store_health.abort();
+    if let Some(task) = ebpf_log {
+        task.abort();
+    }
     let _ = tokio::time::timeout(Duration::from_secs(10), watcher_task).await;
     reader.abort();
     drop(probes);

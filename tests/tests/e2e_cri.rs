@@ -186,6 +186,9 @@ struct Cell {
     oci: &'static str,
     /// The two upgrades of step 5, in order.
     upgrades: [Upgrade; 2],
+    /// Whether the agent runs with the eBPF diagnostics on (`--ebpf-log-level=debug`); step 1
+    /// then also pulls an image whose reference is longer than a string slot.
+    ebpf_diagnostics: bool,
 }
 
 /// What containerd is upgraded to.
@@ -220,6 +223,7 @@ async fn debian_containerd_1_6_with_runc_1_1() {
         runc: None,
         oci: "runc",
         upgrades: [Upgrade::Copy("a"), Upgrade::Copy("b")],
+        ebpf_diagnostics: false,
     })
     .await;
 }
@@ -250,6 +254,7 @@ async fn containerd_1_7_upgraded_to_2_0_with_runc_1_5() {
             },
             Upgrade::Copy("b"),
         ],
+        ebpf_diagnostics: false,
     })
     .await;
 }
@@ -280,6 +285,7 @@ async fn containerd_2_2_upgraded_to_2_4_with_runc_1_5() {
             },
             Upgrade::Copy("b"),
         ],
+        ebpf_diagnostics: true,
     })
     .await;
 }
@@ -311,6 +317,7 @@ async fn containerd_1_7_with_crun_1_8() {
         runc: Some(crun),
         oci: "crun",
         upgrades: [Upgrade::Copy("a"), Upgrade::Copy("b")],
+        ebpf_diagnostics: false,
     })
     .await;
 }
@@ -357,6 +364,10 @@ async fn run_cell(cell: Cell) {
             cell.runc
                 .iter()
                 .map(|runc| format!("--oci-runtime-binary={}", runc.display())),
+        )
+        .chain(
+            cell.ebpf_diagnostics
+                .then(|| "--ebpf-log-level=debug".to_owned()),
         ),
         Ready::Components {
             names: &["cri"],
@@ -410,6 +421,27 @@ async fn run_cell(cell: Cell) {
         "  pulled {reference} -> {image_ref} in {:?}",
         pull_window.duration()
     );
+    if cell.ebpf_diagnostics {
+        // A reference longer than the probe's string slot: the eBPF diagnostics say it was
+        // cut (a debug record), whatever the pull's outcome.
+        let long = format!("{}/nodetrace/{}:long", registry.host(), "x".repeat(300));
+        let pulled = cri.pull_image(&long).await;
+        eprintln!("  PullImage of a {}-byte reference: {:?}", long.len(), pulled.map(|p| p.into_parts().0));
+        let deadline = Instant::now() + SPANS_TIMEOUT;
+        loop {
+            let scrape = agent.scrape().await;
+            let debug = metric(&scrape, r#"nodetrace_ebpf_log_records_total{level="debug"}"#);
+            if debug.is_some_and(|n| n >= 1.0) {
+                eprintln!("  eBPF debug records: {debug:?}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no eBPF debug record of the cut string within {SPANS_TIMEOUT:?}: {debug:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
     drop(step);
 
     // 2. A CreateContainer that fails.
@@ -822,9 +854,15 @@ async fn run_cell(cell: Cell) {
             10_000,
         )
         .expect("read the unattributed spans");
+    // (Not the pull of the over-long reference of a cell with the eBPF diagnostics on.)
     let pulls: Vec<&model::Span> = unattributed
         .iter()
-        .filter(|s| s.name == "PullImage")
+        .filter(|s| {
+            s.name == "PullImage"
+                && !s
+                    .attr_str(keys::IMAGE_NAME)
+                    .is_some_and(|image| image.contains("/nodetrace/xxxx"))
+        })
         .collect();
     let pull = match pulls.as_slice() {
         [pull] => *pull,

@@ -69,7 +69,7 @@ impl KernelProbes {
     /// Loads and attaches everything with the default per-cgroup event budget, returning the
     /// probes and the ring buffer to read.
     pub fn load(btf_path: &Path) -> Result<(Self, RingBuf<MapData>), EbpfError> {
-        Self::load_with(btf_path, EventBudget::default())
+        Self::load_with(btf_path, EventBudget::default(), super::EbpfLogLevel::Off)
     }
 
     /// Loads and attaches everything; each cgroup may report container processes within
@@ -77,6 +77,7 @@ impl KernelProbes {
     pub fn load_with(
         btf_path: &Path,
         budget: EventBudget,
+        log_level: super::EbpfLogLevel,
     ) -> Result<(Self, RingBuf<MapData>), EbpfError> {
         ensure_tracefs()?;
         let offsets = kernel_offsets(btf_path)?;
@@ -88,6 +89,8 @@ impl KernelProbes {
         let mut ebpf = EbpfLoader::new()
             .override_global("KERNEL_OFFSETS", &offsets, true)
             .override_global("EVENT_BUDGET", &budget, true)
+            // A load-time constant: with logging off the verifier drops the logging code.
+            .override_global(aya_log::LEVEL, &log_level.aya_level(), true)
             .load(OBJECT)
             .map_err(|source| EbpfError::Load { source })?;
         let mut attached = Vec::new();
@@ -119,6 +122,14 @@ impl KernelProbes {
             source,
         })?;
         Ok((Self { ebpf, attached }, events))
+    }
+
+    /// The reader of the programs' diagnostics (`--ebpf-log-level` above off).
+    pub fn take_log_reader(
+        &mut self,
+        counts: std::sync::Arc<super::EbpfLogCounts>,
+    ) -> Result<super::EbpfLogReader, EbpfError> {
+        super::EbpfLogReader::take(&mut self.ebpf, counts)
     }
 
     /// What is attached, for readiness reports.

@@ -4,6 +4,7 @@
 mod clock;
 mod events;
 mod loader;
+mod log;
 mod offsets;
 mod reader;
 mod tracefs;
@@ -12,6 +13,7 @@ mod uprobes;
 pub use clock::WallClock;
 pub use events::{CriRecord, ExecRecord, ExitRecord, KernelEvent, parse_record};
 pub use loader::{KernelDrops, KernelProbes, TRACEPOINTS};
+pub use log::{EbpfLogCounts, EbpfLogLevel, EbpfLogReader};
 pub use offsets::{VMLINUX_BTF, kernel_offsets};
 pub use reader::{ReaderStats, run_reader};
 pub use tracefs::ensure_tracefs;
@@ -56,6 +58,11 @@ pub enum EbpfError {
         name: String,
         #[source]
         source: aya::maps::MapError,
+    },
+    #[error("cannot read the eBPF programs' log records")]
+    Log {
+        #[source]
+        source: aya_log::Error,
     },
     #[error("waiting on the ring buffer failed")]
     Poll {

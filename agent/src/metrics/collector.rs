@@ -28,6 +28,8 @@ pub struct ProbeCounts {
     pub uprobes: AtomicU64,
     /// Runtime binaries given no uprobe, by the check that refused them (`PlanError::reason`).
     pub refused_binaries: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    /// Records of the eBPF programs' diagnostics (`--ebpf-log-level`), by level.
+    pub ebpf_log: Arc<crate::ebpf::EbpfLogCounts>,
 }
 
 impl ProbeCounts {
@@ -270,6 +272,13 @@ impl Collector for StageCollector {
             "Runtime binaries given no uprobe, by the check that refused them (/readyz says more)",
             "reason",
             &refused,
+        )?;
+        labelled_counters(
+            &mut encoder,
+            "ebpf_log_records",
+            "Diagnostics the eBPF programs reported, by level (--ebpf-log-level; the agent's log has them)",
+            "level",
+            &s.probe_counts.ebpf_log.snapshot(),
         )?;
         let mut probes = encoder.encode_descriptor(
             "probes_attached",
