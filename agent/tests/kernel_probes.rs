@@ -2,7 +2,9 @@
 //! processes this test starts. Needs root (CAP_BPF, CAP_PERFMON, tracefs); skips otherwise.
 
 use nodetrace::budget::ByteBudget;
-use nodetrace::ebpf::{KernelEvent, KernelProbes, ReaderStats, VMLINUX_BTF, run_reader};
+use nodetrace::ebpf::{
+    EbpfLogLevel, KernelEvent, KernelProbes, ReaderStats, VMLINUX_BTF, run_reader,
+};
 use nodetrace_common::{BinaryKey, ExecRole, TrackedKind};
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt as _;
@@ -32,7 +34,8 @@ impl Traced {
         }
         let turn = KERNEL.lock().await;
         let (probes, ring) =
-            KernelProbes::load_with(Path::new(VMLINUX_BTF), budget).expect("load and attach");
+            KernelProbes::load_with(Path::new(VMLINUX_BTF), budget, EbpfLogLevel::Off)
+                .expect("load and attach");
         let (tx, events) = mpsc::channel(65_536);
         let reader = tokio::spawn(run_reader(
             ring,

@@ -88,10 +88,19 @@ mod tests {
     fn the_newest_build_of_a_line_is_found_by_numbers() {
         let dir = tempfile::tempdir().expect("tempdir");
         for (name, files) in [
-            ("containerd-v2.2.9", &["containerd", "containerd-shim-runc-v2"][..]),
-            ("containerd-v2.2.10", &["containerd", "containerd-shim-runc-v2"]),
+            (
+                "containerd-v2.2.9",
+                &["containerd", "containerd-shim-runc-v2"][..],
+            ),
+            (
+                "containerd-v2.2.10",
+                &["containerd", "containerd-shim-runc-v2"],
+            ),
             ("containerd-v2.4.2", &["containerd"]),
-            ("containerd-v2.3.1.partial", &["containerd", "containerd-shim-runc-v2"]),
+            (
+                "containerd-v2.3.1.partial",
+                &["containerd", "containerd-shim-runc-v2"],
+            ),
             ("runc-v1.5.3", &["runc"]),
         ] {
             std::fs::create_dir(dir.path().join(name)).expect("dir");
@@ -102,10 +111,17 @@ mod tests {
         let built = BuiltRuntimes::at(dir.path());
         let two_two = built.containerd("v2.2").expect("2.2");
         assert_eq!(two_two.version, "v2.2.10");
-        assert_eq!(two_two.shim, dir.path().join("containerd-v2.2.10/containerd-shim-runc-v2"));
+        assert_eq!(
+            two_two.shim,
+            dir.path()
+                .join("containerd-v2.2.10/containerd-shim-runc-v2")
+        );
         assert_eq!(built.containerd("v2.4"), None, "no shim: not a whole build");
         assert_eq!(built.containerd("v2.3"), None, "a partial build is none");
-        assert_eq!(built.runc("v1.5").map(|(v, _)| v).as_deref(), Some("v1.5.3"));
+        assert_eq!(
+            built.runc("v1.5").map(|(v, _)| v).as_deref(),
+            Some("v1.5.3")
+        );
         assert_eq!(built.runc("v1.4"), None);
     }
 }

@@ -41,7 +41,8 @@ use nodetrace::{
     store::{Store, StoreConfig},
 };
 use nodetrace_testbed::{
-    BuiltRuntimes, CallWindow, ContainerdOptions, ControllersOnV1, CriCall, CriError, Registry, Testbed,
+    BuiltRuntimes, CallWindow, ContainerdOptions, ControllersOnV1, CriCall, CriError, Registry,
+    Testbed,
     cri::{ContainerSpec, PodIdentity, container_config, host_network_sandbox_config},
     lifecycle::DEFAULT_CONTAINER_COMMAND,
 };
@@ -231,12 +232,19 @@ async fn debian_containerd_1_6_with_runc_1_1() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn containerd_1_7_upgraded_to_2_0_with_runc_1_5() {
     let test = "containerd_1_7_upgraded_to_2_0_with_runc_1_5";
-    if skipped_unless_root(test, "eBPF uprobes, a private containerd with runc, a registry") {
+    if skipped_unless_root(
+        test,
+        "eBPF uprobes, a private containerd with runc, a registry",
+    ) {
         return;
     }
     let Some(built) = built(test) else { return };
-    let from = built.containerd("v1.7").expect("containerd 1.7 (cargo xtask setup)");
-    let to = built.containerd("v2.0").expect("containerd 2.0 (cargo xtask setup)");
+    let from = built
+        .containerd("v1.7")
+        .expect("containerd 1.7 (cargo xtask setup)");
+    let to = built
+        .containerd("v2.0")
+        .expect("containerd 2.0 (cargo xtask setup)");
     let (_, runc) = built.runc("v1.5").expect("runc 1.5 (cargo xtask setup)");
     run_cell(Cell {
         options: ContainerdOptions {
@@ -262,12 +270,19 @@ async fn containerd_1_7_upgraded_to_2_0_with_runc_1_5() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn containerd_2_2_upgraded_to_2_4_with_runc_1_5() {
     let test = "containerd_2_2_upgraded_to_2_4_with_runc_1_5";
-    if skipped_unless_root(test, "eBPF uprobes, a private containerd with runc, a registry") {
+    if skipped_unless_root(
+        test,
+        "eBPF uprobes, a private containerd with runc, a registry",
+    ) {
         return;
     }
     let Some(built) = built(test) else { return };
-    let from = built.containerd("v2.2").expect("containerd 2.2 (cargo xtask setup)");
-    let to = built.containerd("v2.4").expect("containerd 2.4 (cargo xtask setup)");
+    let from = built
+        .containerd("v2.2")
+        .expect("containerd 2.2 (cargo xtask setup)");
+    let to = built
+        .containerd("v2.4")
+        .expect("containerd 2.4 (cargo xtask setup)");
     let (_, runc) = built.runc("v1.5").expect("runc 1.5 (cargo xtask setup)");
     run_cell(Cell {
         options: ContainerdOptions {
@@ -297,16 +312,24 @@ async fn containerd_2_2_upgraded_to_2_4_with_runc_1_5() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn containerd_1_7_with_crun_1_8() {
     let test = "containerd_1_7_with_crun_1_8";
-    if skipped_unless_root(test, "eBPF uprobes, a private containerd with crun, a registry") {
+    if skipped_unless_root(
+        test,
+        "eBPF uprobes, a private containerd with crun, a registry",
+    ) {
         return;
     }
     let Some(built) = built(test) else { return };
-    let containerd = built.containerd("v1.7").expect("containerd 1.7 (cargo xtask setup)");
+    let containerd = built
+        .containerd("v1.7")
+        .expect("containerd 1.7 (cargo xtask setup)");
     let crun = PathBuf::from("/usr/bin/crun");
     assert!(crun.is_file(), "crun is installed by cargo xtask setup");
     // crun runs on a hybrid layout only when cgroup2 has no controller.
     let controllers = ControllersOnV1::ensure().expect("move cgroup2's controllers to v1");
-    eprintln!("  v1 hierarchies mounted for crun: {:?}", controllers.mounted());
+    eprintln!(
+        "  v1 hierarchies mounted for crun: {:?}",
+        controllers.mounted()
+    );
     run_cell(Cell {
         options: ContainerdOptions {
             containerd_binary: containerd.containerd,
@@ -426,11 +449,18 @@ async fn run_cell(cell: Cell) {
         // cut (a debug record), whatever the pull's outcome.
         let long = format!("{}/nodetrace/{}:long", registry.host(), "x".repeat(300));
         let pulled = cri.pull_image(&long).await;
-        eprintln!("  PullImage of a {}-byte reference: {:?}", long.len(), pulled.map(|p| p.into_parts().0));
+        eprintln!(
+            "  PullImage of a {}-byte reference: {:?}",
+            long.len(),
+            pulled.map(|p| p.into_parts().0)
+        );
         let deadline = Instant::now() + SPANS_TIMEOUT;
         loop {
             let scrape = agent.scrape().await;
-            let debug = metric(&scrape, r#"nodetrace_ebpf_log_records_total{level="debug"}"#);
+            let debug = metric(
+                &scrape,
+                r#"nodetrace_ebpf_log_records_total{level="debug"}"#,
+            );
             if debug.is_some_and(|n| n >= 1.0) {
                 eprintln!("  eBPF debug records: {debug:?}");
                 break;
@@ -709,9 +739,9 @@ async fn run_cell(cell: Cell) {
         let previous = testbed.containerd().binary().to_path_buf();
         let (copy, shim) = match upgrade {
             Upgrade::Copy(copy) => (
-                testbed.copy_containerd_binary(copy).unwrap_or_else(|e| {
-                    panic!("copy {} to the work dir: {e}", previous.display())
-                }),
+                testbed
+                    .copy_containerd_binary(copy)
+                    .unwrap_or_else(|e| panic!("copy {} to the work dir: {e}", previous.display())),
                 None,
             ),
             Upgrade::Release { containerd, shim } => (containerd.clone(), Some(shim.as_path())),

@@ -22,7 +22,10 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "crun",
         "the other OCI runtime of the matrix (CRI-O's default), traced like runc",
     ),
-    ("conmon", "CRI-O's container monitor, part of its process tree"),
+    (
+        "conmon",
+        "CRI-O's container monitor, part of its process tree",
+    ),
     ("busybox-static", "the static busybox inside the test image"),
     (
         "gcc",

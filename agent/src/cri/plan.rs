@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use crate::ebpf::HandlerProbe;
 
 use super::{
-    BuildInfo, CriMethod, TextStart, CriOffsets, DisasmError, Generator, OffsetError, RuntimeKind, SymbolError,
-    cri_types, resolve, ret_offsets, symbols::GoBinary,
+    BuildInfo, CriMethod, CriOffsets, DisasmError, Generator, OffsetError, RuntimeKind,
+    SymbolError, TextStart, cri_types, resolve, ret_offsets, symbols::GoBinary,
 };
 
 /// What to attach to one runtime binary.
@@ -255,20 +255,38 @@ mod tests {
             }
             let plan = plan(path)
                 .unwrap_or_else(|e| panic!("{what}: {}", crate::correlate::error_chain(&e)));
-            let expected_kind = if name == "crio" { "cri-o" } else { "containerd" };
+            let expected_kind = if name == "crio" {
+                "cri-o"
+            } else {
+                "containerd"
+            };
             assert_eq!(plan.runtime.name(), expected_kind, "{what}");
             let newest_api = cell.starts_with("containerd-v2.4") || cell.starts_with("cri-o-");
             let missing_required: Vec<_> =
                 plan.missing.iter().filter(|m| !m.is_optional()).collect();
-            assert!(missing_required.is_empty(), "{what}: missing {missing_required:?}");
+            assert!(
+                missing_required.is_empty(),
+                "{what}: missing {missing_required:?}"
+            );
             if newest_api {
-                assert!(plan.missing.is_empty(), "{what}: missing {:?}", plan.missing);
+                assert!(
+                    plan.missing.is_empty(),
+                    "{what}: missing {:?}",
+                    plan.missing
+                );
             }
             let methods: std::collections::BTreeSet<_> =
                 plan.handlers.iter().map(|h| h.method as u32).collect();
-            assert_eq!(methods.len(), CriMethod::ALL.len() - plan.missing.len(), "{what}");
+            assert_eq!(
+                methods.len(),
+                CriMethod::ALL.len() - plan.missing.len(),
+                "{what}"
+            );
             let rets: usize = plan.handlers.iter().map(|h| h.ret_offsets.len()).sum();
-            assert!(plan.handlers.iter().all(|h| !h.ret_offsets.is_empty()), "{what}");
+            assert!(
+                plan.handlers.iter().all(|h| !h.ret_offsets.is_empty()),
+                "{what}"
+            );
             assert!(
                 plan.handlers
                     .iter()
@@ -280,9 +298,7 @@ mod tests {
                 let version = cell.rsplit('-').next().expect("a version");
                 assert_eq!(build.module_version(), Some(version), "{what}");
             }
-            let text_start = plan
-                .text_start
-                .map_or("ELF symbols", |t| t.describe());
+            let text_start = plan.text_start.map_or("ELF symbols", |t| t.describe());
             table.push(format!(
                 "| {} | {} | {} | {:?} | {} | text start from {text_start}; {} entries start with Go's stack check; {rets} RETs from each function's own code; {} streaming lists |",
                 plan.runtime.name(),
@@ -313,7 +329,10 @@ mod tests {
             "missing {:?}",
             plan.missing
         );
-        assert_eq!(plan.handlers.len(), CriMethod::ALL.len() - plan.missing.len());
+        assert_eq!(
+            plan.handlers.len(),
+            CriMethod::ALL.len() - plan.missing.len()
+        );
         assert!(plan.handlers.iter().all(|h| !h.ret_offsets.is_empty()));
         let run = plan
             .handlers

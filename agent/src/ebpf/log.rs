@@ -109,10 +109,9 @@ impl EbpfLogReader {
     pub async fn run(self) -> Result<(), EbpfError> {
         // SAFETY: the logger owns its ring buffer's map fd, which stays open and unchanged
         // until the AsyncFd (which owns the logger) is dropped.
-        let mut fd = unsafe {
-            AsyncFd::register_with_interest(self.logger, tokio::io::Interest::READABLE)
-        }
-        .map_err(|err| EbpfError::Poll { source: err.into() })?;
+        let mut fd =
+            unsafe { AsyncFd::register_with_interest(self.logger, tokio::io::Interest::READABLE) }
+                .map_err(|err| EbpfError::Poll { source: err.into() })?;
         loop {
             let mut guard = fd
                 .readable_mut()

@@ -142,7 +142,8 @@ impl ContainerdLayout {
             ));
         }
         if !extra.is_empty() {
-            let at = text.find(runtime_options).expect("runtime options table") + runtime_options.len();
+            let at =
+                text.find(runtime_options).expect("runtime options table") + runtime_options.len();
             text.insert_str(at + 1, &extra);
         }
         text
@@ -481,7 +482,10 @@ mod tests {
             Some("/tmp/ntb-x/certs.d")
         );
         let (path, hosts) = layout.registry_hosts_file("127.0.0.1:5000");
-        assert_eq!(path, Path::new("/tmp/ntb-x/certs.d/127.0.0.1:5000/hosts.toml"));
+        assert_eq!(
+            path,
+            Path::new("/tmp/ntb-x/certs.d/127.0.0.1:5000/hosts.toml")
+        );
         let hosts: toml::Table = hosts.parse().expect("valid TOML");
         assert_eq!(hosts["server"].as_str(), Some("http://127.0.0.1:5000"));
     }
@@ -499,7 +503,8 @@ mod tests {
             },
         );
         let parsed: toml::Table = text.parse().expect("valid TOML");
-        let runc = &parsed["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"]["runc"];
+        let runc =
+            &parsed["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"]["runc"];
         assert_eq!(runc["options"]["BinaryName"].as_str(), Some("/cache/runc"));
         assert_eq!(runc["runtime_path"].as_str(), Some("/cache/shim"));
     }

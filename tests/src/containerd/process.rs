@@ -195,28 +195,6 @@ pub(super) fn log_tail(log: &Path, max_bytes: usize) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_config_format_follows_the_major_version() {
-        assert_eq!(
-            parse_config_version(
-                "containerd github.com/containerd/containerd/v2 v2.4.2 5fe3f7d\n"
-            ),
-            ConfigVersion::V3
-        );
-        assert_eq!(
-            parse_config_version(
-                "containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+b1\n"
-            ),
-            ConfigVersion::V2
-        );
-        assert_eq!(parse_config_version(""), ConfigVersion::V2);
-    }
-}
-
 /// Our PATH with the standard system directories appended where missing.
 fn runtime_path() -> std::ffi::OsString {
     let current = std::env::var_os("PATH").unwrap_or_default();
@@ -227,4 +205,24 @@ fn runtime_path() -> std::ffi::OsString {
         }
     }
     std::env::join_paths(dirs).unwrap_or(current)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_config_format_follows_the_major_version() {
+        assert_eq!(
+            parse_config_version("containerd github.com/containerd/containerd/v2 v2.4.2 5fe3f7d\n"),
+            ConfigVersion::V3
+        );
+        assert_eq!(
+            parse_config_version(
+                "containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+b1\n"
+            ),
+            ConfigVersion::V2
+        );
+        assert_eq!(parse_config_version(""), ConfigVersion::V2);
+    }
 }
