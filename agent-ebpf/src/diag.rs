@@ -29,10 +29,7 @@ pub fn report(what: u32, method: u32, a: u64, b: u64) {
     match what {
         READ_FAILED => warn!(
             &ctx,
-            "CRI method {}: reading the field at offset {} of {:x} failed",
-            method,
-            a,
-            b
+            "CRI method {}: reading the field at offset {} of {:x} failed", method, a, b
         ),
         STRING_CUT => debug!(
             &ctx,
