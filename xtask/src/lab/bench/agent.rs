@@ -37,6 +37,18 @@ impl Agent {
         with_cri: bool,
         runtimes: &[PathBuf],
     ) -> anyhow::Result<Self> {
+        Self::start_with(binary, dir, cri_socket, with_cri, runtimes, &[]).await
+    }
+
+    /// [`Agent::start`] with `extra` flags.
+    pub async fn start_with(
+        binary: &Path,
+        dir: &Path,
+        cri_socket: &Path,
+        with_cri: bool,
+        runtimes: &[PathBuf],
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let port = free_port()?;
         let log = dir.join("agent.log");
@@ -57,6 +69,7 @@ impl Agent {
                     .flat_map(|path| [OsString::from("--oci-runtime-binary"), path.into()]),
             )
             .args(["--node-name", "bench-node"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file)

@@ -7,6 +7,7 @@ mod agent;
 mod bpfstats;
 mod bpftrace;
 mod cri_path;
+mod diagnostics;
 mod exec_path;
 mod freshness;
 mod helper_run;
@@ -132,6 +133,7 @@ async fn run_parts(ctx: &Context, plan: &Plan, parts: &[Part]) -> (Results, Vec<
         query: None,
         freshness: None,
         hostile: None,
+        diagnostics: None,
         footprint: Footprint::default(),
         failures: Vec::new(),
     };
@@ -155,6 +157,9 @@ async fn run_parts(ctx: &Context, plan: &Plan, parts: &[Part]) -> (Results, Vec<
             }),
             Part::Ingest => ingest(ctx, plan).await.map(|i| results.ingest = Some(i)),
             Part::Query => query(ctx, plan).await.map(|q| results.query = Some(q)),
+            Part::Diagnostics => diagnostics::run(ctx, plan)
+                .await
+                .map(|d| results.diagnostics = Some(d)),
             Part::Hostile => hostile::run(ctx, plan)
                 .await
                 .map(|h| results.hostile = Some(h)),

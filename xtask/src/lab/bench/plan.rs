@@ -18,16 +18,19 @@ pub enum Part {
     Query,
     /// Normal pod lifecycles while a tenant floods look-alike runtime execs.
     Hostile,
+    /// The CRI probes with the eBPF diagnostics off and on.
+    Diagnostics,
 }
 
 impl Part {
-    pub const ALL: [Part; 6] = [
+    pub const ALL: [Part; 7] = [
         Part::Exec,
         Part::Kernel,
         Part::Cri,
         Part::Ingest,
         Part::Query,
         Part::Hostile,
+        Part::Diagnostics,
     ];
 }
 

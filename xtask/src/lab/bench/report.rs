@@ -36,6 +36,7 @@ pub struct Results {
     pub query: Option<Query>,
     pub freshness: Option<Freshness>,
     pub hostile: Option<super::hostile::Hostile>,
+    pub diagnostics: Option<super::diagnostics::Diagnostics>,
     pub footprint: Footprint,
     /// Parts that failed, with why.
     pub failures: Vec<String>,
@@ -150,6 +151,7 @@ pub fn markdown(r: &Results) -> String {
     pipeline_rows(&mut rows, r);
     footprint_rows(&mut rows, r);
     hostile_rows(&mut rows, r);
+    diagnostics_rows(&mut rows, r);
     out.push_str(&rows.0);
     details(&mut out, r);
     if !r.failures.is_empty() {
@@ -499,6 +501,43 @@ fn hostile_rows(rows: &mut Rows, r: &Results) {
         format!("{:.1} / {:.1}", h.rss_peak_before_mib, h.rss_peak_after_mib),
         "≤ 256 MiB (the DaemonSet's limit)",
         verdict(h.rss_peak_after_mib <= 256.0),
+    );
+}
+
+fn diagnostics_rows(rows: &mut Rows, r: &Results) {
+    let Some(d) = &r.diagnostics else { return };
+    let sizes = |c: &super::diagnostics::LevelCost| {
+        c.bytes_xlated
+            .iter()
+            .map(|(p, b)| format!("{p} {}", thousands(*b as f64)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    rows.row(
+        "9 eBPF diagnostics",
+        "CRI probe BPF time per invocation, --ebpf-log-level off / debug (ratio)",
+        format!(
+            "{:.0} / {:.0} ns ({:.3}; {} and {} invocations)",
+            d.off.ns_per_invocation,
+            d.debug.ns_per_invocation,
+            d.ratio,
+            thousands(d.off.invocations as f64),
+            thousands(d.debug.invocations as f64)
+        ),
+        "off pays nothing measurable (issue 11)",
+        "",
+    );
+    rows.row(
+        "9 eBPF diagnostics",
+        "loaded program size (bytes_xlated), off / debug",
+        format!("{} / {}", sizes(&d.off), sizes(&d.debug)),
+        "off: the logging code removed",
+        verdict(
+            d.off
+                .bytes_xlated
+                .iter()
+                .all(|(p, b)| d.debug.bytes_xlated.get(p).is_some_and(|dbg| b < dbg)),
+        ),
     );
 }
 
