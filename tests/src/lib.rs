@@ -11,6 +11,7 @@
 
 pub mod cgroup_controllers;
 pub mod clock;
+pub mod cluster;
 pub mod containerd;
 pub mod cri;
 pub mod fake_apiserver;
@@ -25,7 +26,7 @@ pub mod testbed;
 
 pub use cgroup_controllers::ControllersOnV1;
 pub use clock::{CallWindow, Timed};
-pub use containerd::{ContainerdError, ContainerdOptions, PrivateContainerd};
+pub use containerd::{CniNetwork, ContainerdError, ContainerdOptions, PrivateContainerd};
 pub use cri::{CriCall, CriClient, CriError};
 pub use images::{BUSYBOX_IMAGE, LocalImages, PAUSE_IMAGE};
 pub use lifecycle::{LifecycleReport, PodLifecycle};

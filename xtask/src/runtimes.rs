@@ -1,4 +1,5 @@
-//! The container runtimes built from the Go module proxy, pinned here (the one place their
+//! The container runtimes (and the Kubernetes components and etcd of the testbed's node) built
+//! from the Go module proxy, pinned here (the one place their
 //! versions are written; the wrapper modules under `xtask/go-wrappers/` repeat theirs and a
 //! test checks they agree), built like upstream's release builds and cached by version outside
 //! the work tree, so that setup builds only what is missing.
@@ -187,7 +188,58 @@ const RUNTIMES: &[Runtime] = &[
         }],
         why: "CRI-O 1.36 (Go 1.26, externally linked), for the probe plan",
     },
+    Runtime {
+        name: "kubernetes",
+        version: "v1.37.2",
+        source: Source::Wrapper("kubernetes-v1.37.2"),
+        binaries: &[
+            k8s_binary("kubelet", "k8s.io/kubernetes/cmd/kubelet"),
+            k8s_binary("kube-apiserver", "k8s.io/kubernetes/cmd/kube-apiserver"),
+            k8s_binary(
+                "kube-controller-manager",
+                "k8s.io/kubernetes/cmd/kube-controller-manager",
+            ),
+            k8s_binary("kube-scheduler", "k8s.io/kubernetes/cmd/kube-scheduler"),
+            k8s_binary("kubectl", "k8s.io/kubernetes/cmd/kubectl"),
+        ],
+        why: "the node and control plane of the testbed's cluster",
+    },
+    Runtime {
+        name: "etcd",
+        version: "v3.7.4",
+        source: Source::Wrapper("etcd-v3.7.4"),
+        binaries: &[Binary {
+            name: "etcd",
+            package: "go.etcd.io/etcd/server/v3",
+            tags: "",
+            ldflags: "-s -w",
+            cgo: false,
+        }],
+        why: "the API server's store (the version Kubernetes 1.37 defaults to)",
+    },
 ];
+
+/// The version Kubernetes' release stamps into its binaries (`--version`, the node's
+/// kubeletVersion, the API server's /version).
+const K8S_VERSION_LDFLAGS: &str = "-s -w \
+    -X k8s.io/component-base/version.gitVersion=v1.37.2 \
+    -X k8s.io/component-base/version.gitMajor=1 \
+    -X k8s.io/component-base/version.gitMinor=37 \
+    -X k8s.io/component-base/version.gitTreeState=clean \
+    -X k8s.io/client-go/pkg/version.gitVersion=v1.37.2 \
+    -X k8s.io/client-go/pkg/version.gitMajor=1 \
+    -X k8s.io/client-go/pkg/version.gitMinor=37";
+
+/// A Kubernetes command (`k8s.io/kubernetes/cmd/<name>`), built static like upstream's release.
+const fn k8s_binary(name: &'static str, package: &'static str) -> Binary {
+    Binary {
+        name,
+        package,
+        tags: "",
+        ldflags: K8S_VERSION_LDFLAGS,
+        cgo: false,
+    }
+}
 
 /// The cache directory names of every pinned runtime (`containerd-v2.4.2`, ...), which the
 /// tests require to find (`NODETRACE_RUNTIMES`).

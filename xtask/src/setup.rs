@@ -26,6 +26,15 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "conmon",
         "CRI-O's container monitor, part of its process tree",
     ),
+    (
+        "containernetworking-plugins",
+        "the bridge and host-local CNI plugins of the test cluster's pod network",
+    ),
+    (
+        "iproute2",
+        "`ip`: the test cluster's node address and pod bridge",
+    ),
+    ("openssl", "the test cluster's service-account signing key"),
     ("busybox-static", "the static busybox inside the test image"),
     (
         "gcc",

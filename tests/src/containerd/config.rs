@@ -58,6 +58,11 @@ pub struct ConfigInputs<'a> {
     pub shim: Option<&'a Path>,
     /// The runc to run, when not the one on the PATH.
     pub runc: Option<&'a Path>,
+    /// The CNI plugins' directory, when pods get a network (else an empty private one).
+    pub cni_bin: Option<&'a Path>,
+    /// Whether the version 3 config names it in the list `bin_dirs` (containerd 2.1 and
+    /// later, which ignore a version 3 config's `bin_dir`) or in `bin_dir` (2.0).
+    pub cni_bin_dirs: bool,
 }
 
 impl ContainerdLayout {
@@ -109,9 +114,17 @@ impl ContainerdLayout {
 
     /// The config file's text in `version`'s format.
     pub fn render(&self, version: ConfigVersion, inputs: &ConfigInputs<'_>) -> String {
+        let q = |p: &Path| toml_string(&p.display().to_string());
         let mut text = match version {
             ConfigVersion::V2 => {
-                self.render_config(inputs.sandbox_image, inputs.insecure_registries)
+                let text = self.render_config(inputs.sandbox_image, inputs.insecure_registries);
+                match inputs.cni_bin {
+                    Some(bin) => text.replace(
+                        &format!("bin_dir = {}", q(&self.cni.join("bin"))),
+                        &format!("bin_dir = {}", q(bin)),
+                    ),
+                    None => text,
+                }
             }
             ConfigVersion::V3 => self.render_config_v3(inputs),
         };
@@ -235,8 +248,7 @@ disabled_plugins = [
           Root = {runc_root}
 
     [plugins."io.containerd.cri.v1.runtime".cni]
-      # `bin_dirs` from 2.1 on, which migrates this (2.0 knows only this one).
-      bin_dir = {cni_bin}
+      {cni_bin_key}
       conf_dir = {cni_conf}
 
   [plugins."io.containerd.grpc.v1.cri"]
@@ -253,7 +265,14 @@ disabled_plugins = [
             cdi = q(&self.work_dir.join("cdi")),
             verifiers = q(&self.work_dir.join("image-verifiers")),
             runc_root = q(&self.runc_root),
-            cni_bin = q(&self.cni.join("bin")),
+            cni_bin_key = {
+                let dir = q(inputs.cni_bin.unwrap_or(&self.cni.join("bin")));
+                if inputs.cni_bin_dirs {
+                    format!("bin_dirs = [{dir}]")
+                } else {
+                    format!("bin_dir = {dir}")
+                }
+            },
             cni_conf = q(&self.cni.join("net.d")),
         )
     }
@@ -454,6 +473,8 @@ mod tests {
                 insecure_registries: &[],
                 shim: Some(Path::new("/cache/containerd-shim-runc-v2")),
                 runc: Some(Path::new("/cache/runc")),
+                cni_bin: Some(Path::new("/usr/lib/cni")),
+                cni_bin_dirs: true,
             },
         );
         let parsed: toml::Table = text.parse().expect("valid TOML");
@@ -467,6 +488,7 @@ mod tests {
         assert_eq!(runc["options"]["BinaryName"].as_str(), Some("/cache/runc"));
         assert_eq!(runc["options"]["Root"].as_str(), Some("/tmp/ntb-x/runc"));
         assert_eq!(runtime["cdi_spec_dirs"][0].as_str(), Some("/tmp/ntb-x/cdi"));
+        assert_eq!(runtime["cni"]["bin_dirs"][0].as_str(), Some("/usr/lib/cni"));
         assert_eq!(
             parsed["plugins"]["io.containerd.image-verifier.v1.bindir"]["bin_dir"].as_str(),
             Some("/tmp/ntb-x/image-verifiers")
@@ -500,6 +522,8 @@ mod tests {
                 insecure_registries: &[],
                 shim: Some(Path::new("/cache/shim")),
                 runc: Some(Path::new("/cache/runc")),
+                cni_bin: Some(Path::new("/usr/lib/cni")),
+                cni_bin_dirs: true,
             },
         );
         let parsed: toml::Table = text.parse().expect("valid TOML");
@@ -507,6 +531,10 @@ mod tests {
             &parsed["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"]["runc"];
         assert_eq!(runc["options"]["BinaryName"].as_str(), Some("/cache/runc"));
         assert_eq!(runc["runtime_path"].as_str(), Some("/cache/shim"));
+        assert_eq!(
+            parsed["plugins"]["io.containerd.grpc.v1.cri"]["cni"]["bin_dir"].as_str(),
+            Some("/usr/lib/cni")
+        );
     }
 
     #[test]

@@ -39,6 +39,18 @@ pub struct ContainerdOptions {
     pub shim_binary: Option<PathBuf>,
     /// The runc the shim runs (`BinaryName`); `None`: the one on the PATH.
     pub runc_binary: Option<PathBuf>,
+    /// A pod network: the CNI plugins' directory and the network's conflist (JSON). `None`:
+    /// no CNI network (pods use the host network).
+    pub cni: Option<CniNetwork>,
+}
+
+/// A CNI network for the CRI's pods.
+#[derive(Debug, Clone)]
+pub struct CniNetwork {
+    /// Where the plugins are (Debian: `/usr/lib/cni`).
+    pub bin_dir: PathBuf,
+    /// The network configuration list, written to the CRI's private `net.d`.
+    pub conflist: String,
 }
 
 impl Default for ContainerdOptions {
@@ -51,6 +63,7 @@ impl Default for ContainerdOptions {
             containerd_binary: PathBuf::from(CONTAINERD_BIN),
             shim_binary: None,
             runc_binary: None,
+            cni: None,
         }
     }
 }

@@ -72,13 +72,19 @@ pub(super) fn write_config(
     layout: &ContainerdLayout,
     options: &ContainerdOptions,
 ) -> Result<(), ContainerdError> {
-    let version = config_version_of(&options.containerd_binary)?;
+    let (version, cni_bin_dirs) = config_version_of(&options.containerd_binary)?;
     let inputs = ConfigInputs {
         sandbox_image: &options.sandbox_image,
         insecure_registries: &options.insecure_registries,
         shim: options.shim_binary.as_deref(),
         runc: options.runc_binary.as_deref(),
+        cni_bin: options.cni.as_ref().map(|cni| cni.bin_dir.as_path()),
+        cni_bin_dirs,
     };
+    if let Some(cni) = &options.cni {
+        let path = layout.cni.join("net.d").join("10-nodetrace.conflist");
+        std::fs::write(&path, &cni.conflist).map_err(io_error("write", &path))?;
+    }
     if version == ConfigVersion::V3 {
         for host in &options.insecure_registries {
             let (path, text) = layout.registry_hosts_file(host);
@@ -93,8 +99,9 @@ pub(super) fn write_config(
 }
 
 /// The config format of a containerd executable, from its `--version` line
-/// (`containerd github.com/containerd/containerd/v2 v2.4.2 ...` for 2.x).
-pub(super) fn config_version_of(binary: &Path) -> Result<ConfigVersion, ContainerdError> {
+/// (`containerd github.com/containerd/containerd/v2 v2.4.2 ...` for 2.x), and whether it
+/// reads the CNI plugins' directories as the list `bin_dirs` (2.1 and later).
+pub(super) fn config_version_of(binary: &Path) -> Result<(ConfigVersion, bool), ContainerdError> {
     let output = Command::new(binary)
         .arg("--version")
         .output()
@@ -103,7 +110,11 @@ pub(super) fn config_version_of(binary: &Path) -> Result<ConfigVersion, Containe
             source,
         })?;
     let text = String::from_utf8_lossy(&output.stdout);
-    Ok(parse_config_version(&text))
+    let bin_dirs = !text
+        .split_whitespace()
+        .nth(2)
+        .is_some_and(|version| version.starts_with("v2.0."));
+    Ok((parse_config_version(&text), bin_dirs))
 }
 
 fn parse_config_version(version_line: &str) -> ConfigVersion {
