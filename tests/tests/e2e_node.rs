@@ -7,7 +7,9 @@
 
 mod common;
 
-use common::{Agent, Ready, by_name, count, describe, skipped_unless_root, spans_until, tag};
+use common::{
+    Agent, Ready, by_name, count, describe, end as end_of, skipped_unless_root, spans_until, tag,
+};
 use nodetrace::{
     api::{
         client::{Client, DEFAULT_TIMEOUT},
@@ -18,6 +20,7 @@ use nodetrace::{
 use nodetrace_testbed::{
     BUSYBOX_IMAGE, BuiltRuntimes,
     cluster::{Cluster, ClusterBinaries, NODE_IP},
+    rotel::{LoggedSpan, Rotel, find_rotel, free_port, parse_log},
 };
 use std::time::{Duration, Instant};
 
@@ -37,10 +40,21 @@ async fn a_pod_made_through_the_api_runs_on_the_node() {
     let (_, runc) = built.runc("v1.5").expect("runc 1.5");
     let work = tempfile::tempdir().expect("tempdir");
     let started = Instant::now();
+    // The kubelet's own spans (its CRI client calls) go to a real collector: ground truth.
+    let rotel_bin = find_rotel().unwrap_or_else(|e| panic!("rotel-agent (cargo xtask setup): {e}"));
+    let rotel_grpc = free_port();
+    let rotel = Rotel::start(&rotel_bin, rotel_grpc, free_port());
+    let kubelet_tracing = format!("127.0.0.1:{rotel_grpc}");
     let sysctls_before = kernel_settings();
-    let cluster = Cluster::start(&work.path().join("cluster"), binaries, containerd, &runc)
-        .await
-        .unwrap_or_else(|e| panic!("start the cluster: {e}"));
+    let cluster = Cluster::start(
+        &work.path().join("cluster"),
+        binaries,
+        containerd,
+        &runc,
+        Some(&kubelet_tracing),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("start the cluster: {e}"));
     eprintln!("[{:>6.2?}] cluster ready", started.elapsed());
     assert_eq!(
         kernel_settings(),
@@ -142,6 +156,17 @@ spec:
         "the kubelet's pod was created by runc under a CRI call:\n{}",
         describe(&spans)
     );
+
+    // Ground truth: every CRI call the kubelet made for the pod, as its own client span, has
+    // the matching span of the agent (same method and pod, inside the client's window).
+    let agreement = wait_for_agreement(&rotel, &client, &uid, 3).await;
+    report(&agreement, started, "created");
+    // Deleting the pod: the kubelet stops its container and sandbox.
+    cluster
+        .kubectl(&["delete", "pod", "hello", "--grace-period=1", "--wait=true"])
+        .unwrap_or_else(|e| panic!("delete the pod: {e}"));
+    let agreement = wait_for_agreement(&rotel, &client, &uid, 5).await;
+    report(&agreement, started, "created and deleted");
     agent.stop(Duration::from_secs(30)).await;
 
     let pids = cluster.component_pids();
@@ -169,6 +194,131 @@ spec:
         kernel_settings(),
         sysctls_before,
         "kernel settings given back"
+    );
+}
+
+/// The traced CRI methods (the others are polled: counted, not traced).
+const TRACED: [&str; 9] = [
+    "RunPodSandbox",
+    "CreateContainer",
+    "StartContainer",
+    "StopContainer",
+    "RemoveContainer",
+    "StopPodSandbox",
+    "RemovePodSandbox",
+    "PullImage",
+    "ExecSync",
+];
+
+#[derive(Debug, Default)]
+struct Agreement {
+    total: usize,
+    matched: usize,
+    unmatched: Vec<String>,
+    methods: std::collections::BTreeMap<String, usize>,
+}
+
+impl Agreement {
+    fn percent(&self) -> f64 {
+        100.0 * self.matched as f64 / self.total.max(1) as f64
+    }
+}
+
+/// The kubelet's CRI client spans of traced methods in the traces of its `syncPod` spans for
+/// the pod `uid`, each matched against the agent's spans of the pod. Waits until the kubelet
+/// exported them (it batches) and every one is matched, or 30 s.
+async fn wait_for_agreement(
+    rotel: &Rotel,
+    client: &Client,
+    uid: &str,
+    at_least: usize,
+) -> Agreement {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let logged = parse_log(&rotel.log());
+        let traces = client
+            .traces(&by_name("default", "hello"))
+            .await
+            .expect("query the agent");
+        let ours: Vec<&Span> = traces.iter().flat_map(|t| &t.spans).collect();
+        let agreement = agreement(&logged, &ours, uid);
+        if (agreement.total >= at_least && agreement.matched == agreement.total)
+            || Instant::now() > deadline
+        {
+            if agreement.total == 0 {
+                let names: std::collections::BTreeSet<_> = logged
+                    .values()
+                    .filter_map(|s| s.fields.get("Name"))
+                    .collect();
+                eprintln!("  the kubelet's span names: {names:?}");
+            }
+            return agreement;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn agreement(
+    logged: &std::collections::BTreeMap<String, LoggedSpan>,
+    ours: &[&Span],
+    uid: &str,
+) -> Agreement {
+    let field = |span: &LoggedSpan, key: &str| span.fields.get(key).cloned().unwrap_or_default();
+    let pod_traces: std::collections::BTreeSet<String> = logged
+        .values()
+        .filter(|s| s.attributes.values().any(|v| v == &format!("Str({uid})")))
+        .map(|s| field(s, "Trace ID"))
+        .collect();
+    let mut result = Agreement::default();
+    for span in logged.values() {
+        let name = field(span, "Name");
+        let Some(method) = name
+            .strip_prefix("runtime.v1.RuntimeService/")
+            .or_else(|| name.strip_prefix("runtime.v1.ImageService/"))
+        else {
+            continue;
+        };
+        if !TRACED.contains(&method) || !pod_traces.contains(&field(span, "Trace ID")) {
+            continue;
+        }
+        let (start, end): (u64, u64) = (
+            field(span, "Start time").parse().unwrap_or(0),
+            field(span, "End time").parse().unwrap_or(u64::MAX),
+        );
+        result.total += 1;
+        *result.methods.entry(method.to_owned()).or_default() += 1;
+        let found = ours.iter().any(|s| {
+            s.operation_name == method
+                && tag(s, "k8s.pod.uid").as_deref() == Some(uid)
+                && s.start_unix_ns >= start
+                && end_of(s) <= end
+        });
+        if found {
+            result.matched += 1;
+        } else {
+            result.unmatched.push(format!("{method} [{start}, {end}]"));
+        }
+    }
+    result
+}
+
+/// Prints the agreement (with the methods seen) and fails below 99% or with fewer spans than
+/// the pod's calls.
+fn report(agreement: &Agreement, started: Instant, when: &str) {
+    eprintln!(
+        "[{:>6.2?}] pod {when}: the kubelet's CRI client spans matched by the agent: {} of {} ({:.1}%): {:?}",
+        started.elapsed(),
+        agreement.matched,
+        agreement.total,
+        agreement.percent(),
+        agreement.methods
+    );
+    for missing in &agreement.unmatched {
+        eprintln!("  not matched: {missing}");
+    }
+    assert!(
+        agreement.percent() >= 99.0,
+        "agreement with the kubelet's own spans below 99%: {agreement:?}"
     );
 }
 

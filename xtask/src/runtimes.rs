@@ -309,53 +309,74 @@ fn build(go: &Path, runtime: &Runtime, cache: &Path) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&partial);
     std::fs::create_dir_all(&partial)
         .with_context(|| format!("cannot create {}", partial.display()))?;
+    // Binaries built the same way go through one `go` command: they share most packages, and
+    // the go command compiles each once and links them in parallel.
+    let mut groups: Vec<Vec<&Binary>> = Vec::new();
     for binary in runtime.binaries {
+        match groups.last_mut() {
+            Some(group)
+                if (group[0].tags, group[0].ldflags, group[0].cgo)
+                    == (binary.tags, binary.ldflags, binary.cgo) =>
+            {
+                group.push(binary);
+            }
+            _ => groups.push(vec![binary]),
+        }
+    }
+    for group in groups {
+        let first = group[0];
         let mut command = Command::new(go);
         match runtime.source {
             Source::GoInstall => {
                 command
                     .arg("install")
                     .env("GOBIN", &partial)
+                    .env("GOFLAGS", "-buildvcs=false")
                     .current_dir(cache);
             }
             Source::Wrapper(wrapper) => {
+                // `-o dir/` with a trailing slash: every package's binary into it.
+                let mut out = partial.clone().into_os_string();
+                out.push("/");
                 command
                     .arg("build")
                     .arg("-o")
-                    .arg(partial.join(binary.name))
+                    .arg(out)
                     .current_dir(wrappers_dir().join(wrapper))
                     // The committed go.sum is the whole truth: nothing is resolved anew.
                     .env("GOFLAGS", "-buildvcs=false -mod=readonly");
             }
         }
-        if !binary.tags.is_empty() {
-            command.args(["-tags", binary.tags]);
+        if !first.tags.is_empty() {
+            command.args(["-tags", first.tags]);
         }
         command
-            .arg(format!("-ldflags={}", binary.ldflags))
-            .arg(match runtime.source {
+            .arg(format!("-ldflags={}", first.ldflags))
+            .args(group.iter().map(|binary| match runtime.source {
                 Source::GoInstall => format!("{}@{}", binary.package, runtime.version),
                 Source::Wrapper(_) => binary.package.to_owned(),
-            })
-            .env("CGO_ENABLED", if binary.cgo { "1" } else { "0" });
-        if matches!(runtime.source, Source::GoInstall) {
-            command.env("GOFLAGS", "-buildvcs=false");
-        }
+            }))
+            .env("CGO_ENABLED", if first.cgo { "1" } else { "0" });
         let status = command
             .status()
             .with_context(|| format!("cannot run {}", go.display()))?;
+        let packages: Vec<&str> = group.iter().map(|b| b.package).collect();
         if !status.success() {
             bail!(
                 "building {} of {} {} failed ({status})",
-                binary.package,
+                packages.join(" "),
                 runtime.name,
                 runtime.version
             );
         }
-        // `go install` names the file after the package's last element.
-        let installed = partial.join(binary.package.rsplit('/').next().unwrap_or(binary.name));
-        if !partial.join(binary.name).is_file() && installed.is_file() {
-            std::fs::rename(&installed, partial.join(binary.name))?;
+        for binary in group {
+            let built = partial.join(go_output_name(binary.package));
+            let wanted = partial.join(binary.name);
+            if built != wanted {
+                std::fs::rename(&built, &wanted).with_context(|| {
+                    format!("cannot rename {} to {}", built.display(), wanted.display())
+                })?;
+            }
         }
     }
     std::fs::write(partial.join(RECIPE_FILE), runtime.recipe())?;
@@ -363,6 +384,20 @@ fn build(go: &Path, runtime: &Runtime, cache: &Path) -> anyhow::Result<()> {
     std::fs::rename(&partial, &dir)
         .with_context(|| format!("cannot move the build to {}", dir.display()))?;
     Ok(())
+}
+
+/// The file name the go command gives a main package's binary: its last path element, or the
+/// one before a major-version suffix (`go.etcd.io/etcd/server/v3` → `server`).
+fn go_output_name(package: &str) -> &str {
+    let mut elements = package.rsplit('/');
+    let last = elements.next().unwrap_or(package);
+    let is_major =
+        last.len() > 1 && last.starts_with('v') && last[1..].chars().all(|c| c.is_ascii_digit());
+    if is_major {
+        elements.next().unwrap_or(last)
+    } else {
+        last
+    }
 }
 
 #[cfg(test)]
@@ -412,6 +447,14 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn binaries_are_named_as_the_go_command_names_them() {
+        assert_eq!(go_output_name("k8s.io/kubernetes/cmd/kubelet"), "kubelet");
+        assert_eq!(go_output_name("go.etcd.io/etcd/server/v3"), "server");
+        assert_eq!(go_output_name("github.com/opencontainers/runc"), "runc");
+        assert_eq!(go_output_name("example.com/v2tools"), "v2tools");
     }
 
     #[test]

@@ -188,12 +188,14 @@ const KUBELET_DEFAULT_DIR: &str = "/var/lib/kubelet";
 
 impl Cluster {
     /// Starts the whole cluster in `work` (created; deleted on teardown) on containerd
-    /// `containerd` with `runc`, and waits until the node is Ready.
+    /// `containerd` with `runc`, and waits until the node is Ready. With `kubelet_tracing`
+    /// (an OTLP gRPC `host:port`), the kubelet sends every span it makes there.
     pub async fn start(
         work: &Path,
         binaries: ClusterBinaries,
         containerd: ContainerdBuild,
         runc: &Path,
+        kubelet_tracing: Option<&str>,
     ) -> Result<Self, ClusterError> {
         let io = |action: &'static str, path: &Path| {
             let path = path.to_path_buf();
@@ -233,13 +235,19 @@ impl Cluster {
             address: Some(address),
             kubelet_default_dir_existed: Path::new(KUBELET_DEFAULT_DIR).exists(),
         };
-        cluster.start_control_plane_and_node(&logs).await?;
+        cluster
+            .start_control_plane_and_node(&logs, kubelet_tracing)
+            .await?;
         // The kubelet set kernel.panic and kernel.panic_on_oops as it started.
         cluster.sysctls.restore();
         Ok(cluster)
     }
 
-    async fn start_control_plane_and_node(&mut self, logs: &Path) -> Result<(), ClusterError> {
+    async fn start_control_plane_and_node(
+        &mut self,
+        logs: &Path,
+        kubelet_tracing: Option<&str>,
+    ) -> Result<(), ClusterError> {
         let work = self.work.clone();
         let write = |path: PathBuf, text: String| {
             std::fs::write(&path, text).map_err(|source| ClusterError::Io {
@@ -384,7 +392,7 @@ impl Cluster {
                 node_ip: NODE_IP,
                 port: 10250,
                 healthz_port: free_port()?,
-                tracing_endpoint: None,
+                tracing_endpoint: kubelet_tracing,
             }),
         )?;
         let kubelet = Component::spawn(
