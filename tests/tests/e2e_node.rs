@@ -159,14 +159,125 @@ spec:
 
     // Ground truth: every CRI call the kubelet made for the pod, as its own client span, has
     // the matching span of the agent (same method and pod, inside the client's window).
-    let agreement = wait_for_agreement(&rotel, &client, &uid, 3).await;
+    let agreement = wait_for_agreement(&rotel, &client, ("hello", &uid), 3).await;
     report(&agreement, started, "created");
     // Deleting the pod: the kubelet stops its container and sandbox.
     cluster
         .kubectl(&["delete", "pod", "hello", "--grace-period=1", "--wait=true"])
         .unwrap_or_else(|e| panic!("delete the pod: {e}"));
-    let agreement = wait_for_agreement(&rotel, &client, &uid, 5).await;
+    let agreement = wait_for_agreement(&rotel, &client, ("hello", &uid), 5).await;
     report(&agreement, started, "created and deleted");
+
+    // A Deployment's pod with an init container and an emptyDir volume they share, and a pod on
+    // the host network.
+    cluster
+        .apply(&format!(
+            "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: default
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {{app: web}}
+  template:
+    metadata:
+      labels: {{app: web}}
+    spec:
+      volumes:
+      - name: scratch
+        emptyDir: {{}}
+      initContainers:
+      - name: init
+        image: {BUSYBOX_IMAGE}
+        imagePullPolicy: Never
+        command: [\"sh\", \"-c\", \"echo ready > /scratch/state\"]
+        volumeMounts: [{{name: scratch, mountPath: /scratch}}]
+      containers:
+      - name: main
+        image: {BUSYBOX_IMAGE}
+        imagePullPolicy: Never
+        command: [\"sh\", \"-c\", \"cat /scratch/state; sleep 3600\"]
+        volumeMounts: [{{name: scratch, mountPath: /scratch}}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: host
+  namespace: default
+spec:
+  hostNetwork: true
+  containers:
+  - name: main
+    image: {BUSYBOX_IMAGE}
+    imagePullPolicy: Never
+    command: [\"sh\", \"-c\", \"sleep 3600\"]
+"
+        ))
+        .expect("create the Deployment and the host-network pod");
+    let web = wait_running(&cluster, "app=web").await;
+    let host = wait_running(&cluster, "").await;
+    eprintln!("[{:>6.2?}] {} and host running", started.elapsed(), web.0);
+    assert_eq!(
+        host.2, NODE_IP,
+        "the host-network pod has the node's address"
+    );
+    assert!(
+        web.2.starts_with("10.244.0."),
+        "the Deployment's pod on the pod network: {web:?}"
+    );
+    let traces = spans_until(
+        &client,
+        &by_name("default", &web.0),
+        Duration::from_secs(20),
+        |spans| {
+            count(spans, "CreateContainer") == 2
+                && count(spans, "StartContainer") == 2
+                && spans.iter().any(|s| {
+                    s.operation_name == "container process"
+                        && tag(s, "k8s.container.name").as_deref() == Some("init")
+                })
+        },
+    )
+    .await;
+    let spans: Vec<&Span> = traces.iter().flat_map(|t| &t.spans).collect();
+    let init = spans
+        .iter()
+        .find(|s| {
+            s.operation_name == "container process"
+                && tag(s, "k8s.container.name").as_deref() == Some("init")
+        })
+        .expect("the init container's process");
+    assert_eq!(
+        tag(init, "process.exit.code").as_deref(),
+        Some("0"),
+        "{}",
+        describe(&[init])
+    );
+    assert!(
+        spans
+            .iter()
+            .any(|s| tag(s, "k8s.deployment.name").as_deref() == Some("web")),
+        "the watcher names the pod's Deployment (ReplicaSet → Deployment):\n{}",
+        describe(&spans)
+    );
+    let agreement = wait_for_agreement(&rotel, &client, (&web.0, &web.1), 5).await;
+    report(
+        &agreement,
+        started,
+        "of a Deployment, with an init container",
+    );
+    let host_traces = spans_until(
+        &client,
+        &by_name("default", "host"),
+        Duration::from_secs(20),
+        |spans| count(spans, "StartContainer") == 1,
+    )
+    .await;
+    assert_eq!(host_traces.len(), 1, "the host-network pod has its trace");
+    let agreement = wait_for_agreement(&rotel, &client, ("host", &host.1), 3).await;
+    report(&agreement, started, "on the host network");
     agent.stop(Duration::from_secs(30)).await;
 
     let pids = cluster.component_pids();
@@ -195,6 +306,38 @@ spec:
         sysctls_before,
         "kernel settings given back"
     );
+}
+
+/// Waits until the pod selected by `selector` (a label selector; empty: the pod `host`) runs;
+/// its (name, uid, pod IP).
+async fn wait_running(cluster: &Cluster, selector: &str) -> (String, String, String) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let template = "{.metadata.name} {.metadata.uid} {.status.phase} {.status.podIP}";
+    loop {
+        let answer = if selector.is_empty() {
+            cluster.kubectl(&["get", "pod", "host", "-o", &format!("jsonpath={template}")])
+        } else {
+            cluster.kubectl(&[
+                "get",
+                "pods",
+                "-l",
+                selector,
+                "-o",
+                &format!("jsonpath={{range .items[*]}}{template}{{end}}"),
+            ])
+        }
+        .unwrap_or_default();
+        let fields: Vec<&str> = answer.split_whitespace().collect();
+        if let [name, uid, "Running", ip] = fields.as_slice() {
+            return ((*name).to_owned(), (*uid).to_owned(), (*ip).to_owned());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{selector:?} is not running: {answer:?}; {}",
+            cluster.kubectl(&["describe", "pods"]).unwrap_or_else(|e| e)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// The traced CRI methods (the others are polled: counted, not traced).
@@ -230,14 +373,14 @@ impl Agreement {
 async fn wait_for_agreement(
     rotel: &Rotel,
     client: &Client,
-    uid: &str,
+    (name, uid): (&str, &str),
     at_least: usize,
 ) -> Agreement {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let logged = parse_log(&rotel.log());
         let traces = client
-            .traces(&by_name("default", "hello"))
+            .traces(&by_name("default", name))
             .await
             .expect("query the agent");
         let ours: Vec<&Span> = traces.iter().flat_map(|t| &t.spans).collect();
