@@ -1,9 +1,18 @@
 //! End to end on a real node: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and
-//! a kubelet built from the Go module proxy drive the testbed's containerd 2.4 and runc 1.5; a
-//! pod made through the API runs on the pod network, and the agent (watching the API with the
-//! admin's kubeconfig) traces what the kubelet asked of the runtime for it. Teardown leaves no
-//! process, address, bridge or changed kernel setting behind. Needs root and the built
-//! components (`NODETRACE_RUNTIMES_DIR`); skips with a reason otherwise.
+//! a kubelet built from the Go module proxy drive the testbed's containerd 2.4 and runc 1.5, the
+//! kubelet sending its own spans to a real collector (rotel-agent). The agent watches the API
+//! with the admin's kubeconfig. In one sequence:
+//!
+//! 1. A plain pod on the pod network, created then deleted: every CRI call the kubelet made for
+//!    it (its own client spans, the ground truth) has the agent's matching span.
+//! 2. A Deployment's pod with an init container and an emptyDir volume (the watcher names the
+//!    Deployment through the ReplicaSet), and a pod on the host network: likewise matched.
+//! 3. The API server goes down: `/readyz` says `kube` degraded, a pod lifecycle through the CRI
+//!    is still traced; it comes back, and so does `kube`.
+//! 4. Teardown leaves no process, address, bridge or changed kernel setting behind.
+//!
+//! Needs root and the built components (`NODETRACE_RUNTIMES_DIR`); skips with a reason
+//! otherwise.
 
 mod common;
 
@@ -25,8 +34,8 @@ use nodetrace_testbed::{
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pod_made_through_the_api_runs_on_the_node() {
-    let test = "a_pod_made_through_the_api_runs_on_the_node";
+async fn pods_made_through_the_api_are_traced_as_the_kubelet_saw_them() {
+    let test = "pods_made_through_the_api_are_traced_as_the_kubelet_saw_them";
     if skipped_unless_root(test, "a kubelet, containerd, network interfaces") {
         return;
     }
@@ -46,7 +55,7 @@ async fn a_pod_made_through_the_api_runs_on_the_node() {
     let rotel = Rotel::start(&rotel_bin, rotel_grpc, free_port());
     let kubelet_tracing = format!("127.0.0.1:{rotel_grpc}");
     let sysctls_before = kernel_settings();
-    let cluster = Cluster::start(
+    let mut cluster = Cluster::start(
         &work.path().join("cluster"),
         binaries,
         containerd,
@@ -278,6 +287,62 @@ spec:
     assert_eq!(host_traces.len(), 1, "the host-network pod has its trace");
     let agreement = wait_for_agreement(&rotel, &client, ("host", &host.1), 3).await;
     report(&agreement, started, "on the host network");
+
+    // An API server outage: the agent says so (`kube` degraded) and goes on tracing; the API
+    // server comes back and so does the agent's watch.
+    agent
+        .wait_ready(Ready::Components {
+            names: &["kube"],
+            within: Duration::from_secs(30),
+        })
+        .await;
+    cluster.stop_api_server();
+    agent
+        .wait_readyz(Duration::from_secs(60), |answer| {
+            let state = answer
+                .as_ref()
+                .map(|(_, body)| body["components"]["kube"]["state"].clone());
+            match state.as_ref().and_then(|s| s.as_str()) {
+                Some("degraded") => Ok(()),
+                other => Err(format!("the kube component was not degraded ({other:?})")),
+            }
+        })
+        .await;
+    eprintln!(
+        "[{:>6.2?}] API server down: /readyz kube degraded",
+        started.elapsed()
+    );
+    let during = cluster.testbed().pod("outage", "during");
+    let report_during = during
+        .run(cluster.testbed().cri())
+        .await
+        .expect("a pod lifecycle through the CRI while the API server is down");
+    spans_until(
+        &client,
+        &by_name("outage", "during"),
+        Duration::from_secs(20),
+        |spans| count(spans, "RemovePodSandbox") == 1 && count(spans, "StartContainer") == 1,
+    )
+    .await;
+    eprintln!(
+        "[{:>6.2?}] traced during the outage: pod {}",
+        started.elapsed(),
+        report_during.pod.uid
+    );
+    cluster
+        .start_api_server()
+        .await
+        .unwrap_or_else(|e| panic!("restart the API server: {e}"));
+    agent
+        .wait_ready(Ready::Components {
+            names: &["kube"],
+            within: Duration::from_secs(60),
+        })
+        .await;
+    eprintln!(
+        "[{:>6.2?}] API server back: /readyz kube ready",
+        started.elapsed()
+    );
     agent.stop(Duration::from_secs(30)).await;
 
     let pids = cluster.component_pids();

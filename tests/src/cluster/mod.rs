@@ -105,6 +105,8 @@ pub enum ClusterError {
 #[derive(Debug)]
 struct Component {
     name: &'static str,
+    binary: PathBuf,
+    args: Vec<String>,
     child: Child,
     log: PathBuf,
 }
@@ -118,11 +120,15 @@ impl Component {
     ) -> Result<Self, ClusterError> {
         use std::os::unix::process::CommandExt as _;
         let log = logs.join(format!("{name}.log"));
-        let file = std::fs::File::create(&log).map_err(|source| ClusterError::Io {
-            action: "create",
-            path: log.clone(),
-            source,
-        })?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(|source| ClusterError::Io {
+                action: "create",
+                path: log.clone(),
+                source,
+            })?;
         let err = file.try_clone().map_err(|source| ClusterError::Io {
             action: "open",
             path: log.clone(),
@@ -136,7 +142,13 @@ impl Component {
             .process_group(0)
             .spawn()
             .map_err(|source| ClusterError::Spawn { name, source })?;
-        Ok(Self { name, child, log })
+        Ok(Self {
+            name,
+            binary: binary.to_path_buf(),
+            args: args.to_vec(),
+            child,
+            log,
+        })
     }
 
     fn log_tail(&self) -> String {
@@ -178,6 +190,8 @@ pub struct Cluster {
     testbed: Option<Testbed>,
     sysctls: SavedSysctls,
     address: Option<NodeAddress>,
+    /// The API server's command while it is stopped.
+    stopped_api_server: Option<(PathBuf, Vec<String>, PathBuf)>,
     /// Whether /var/lib/kubelet existed before (the kubelet makes its device-plugins directory
     /// there whatever its root directory).
     kubelet_default_dir_existed: bool,
@@ -234,6 +248,7 @@ impl Cluster {
             sysctls,
             address: Some(address),
             kubelet_default_dir_existed: Path::new(KUBELET_DEFAULT_DIR).exists(),
+            stopped_api_server: None,
         };
         cluster
             .start_control_plane_and_node(&logs, kubelet_tracing)
@@ -511,6 +526,40 @@ impl Cluster {
     /// The testbed (containerd, images, CRI client) the node runs on.
     pub fn testbed(&self) -> &Testbed {
         self.testbed.as_ref().expect("running")
+    }
+
+    /// Stops the API server (SIGTERM), as an outage would; [`Cluster::start_api_server`]
+    /// brings it back on the same state.
+    pub fn stop_api_server(&mut self) {
+        if let Some(at) = self
+            .components
+            .iter()
+            .position(|c| c.name == "kube-apiserver")
+        {
+            let apiserver = self.components.remove(at);
+            let (binary, args, log) = (
+                apiserver.binary.clone(),
+                apiserver.args.clone(),
+                apiserver.log.clone(),
+            );
+            apiserver.stop(Duration::from_secs(10));
+            self.stopped_api_server = Some((binary, args, log));
+        }
+    }
+
+    /// Starts the API server stopped by [`Cluster::stop_api_server`] again and waits until it
+    /// is ready.
+    pub async fn start_api_server(&mut self) -> Result<(), ClusterError> {
+        let Some((binary, args, log)) = self.stopped_api_server.take() else {
+            return Ok(());
+        };
+        let logs = log.parent().map(Path::to_path_buf).unwrap_or_default();
+        let apiserver = Component::spawn("kube-apiserver", &binary, &args, &logs)?;
+        self.components.push(apiserver);
+        self.wait_ready("kube-apiserver", |cluster| {
+            cluster.kubectl(&["get", "--raw", "/readyz"]).map(drop)
+        })
+        .await
     }
 
     /// The pids of the component processes (etcd, API server, controller manager, scheduler,
