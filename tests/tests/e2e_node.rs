@@ -6,7 +6,8 @@
 //! 1. A plain pod on the pod network, created then deleted: every CRI call the kubelet made for
 //!    it (its own client spans, the ground truth) has the agent's matching span.
 //! 2. A Deployment's pod with an init container and an emptyDir volume (the watcher names the
-//!    Deployment through the ReplicaSet), and a pod on the host network: likewise matched.
+//!    Deployment through the ReplicaSet; its label `app` is on its spans), and a pod on the host
+//!    network whose trace-context annotation gives its trace id: likewise matched.
 //! 3. The API server goes down: `/readyz` says `kube` degraded, a pod lifecycle through the CRI
 //!    is still traced; it comes back, and so does `kube`.
 //! 4. Teardown leaves no process, address, bridge or changed kernel setting behind.
@@ -215,6 +216,8 @@ kind: Pod
 metadata:
   name: host
   namespace: default
+  annotations:
+    trace.kubernetes.io/context: \"00-{CONTEXT_TRACE_ID}-b7ad6b7169203331-01\"
 spec:
   hostNetwork: true
   containers:
@@ -285,6 +288,21 @@ spec:
     )
     .await;
     assert_eq!(host_traces.len(), 1, "the host-network pod has its trace");
+    for span in &host_traces[0].spans {
+        assert_eq!(
+            span.trace_id.to_hex(),
+            CONTEXT_TRACE_ID,
+            "the pod's trace-context annotation, read through the API, gives its trace id: {}",
+            describe(&[span])
+        );
+    }
+    assert!(
+        spans
+            .iter()
+            .any(|s| tag(s, "k8s.pod.label.app").as_deref() == Some("web")),
+        "the Deployment pod's label app=web is on its spans:\n{}",
+        describe(&spans)
+    );
     let agreement = wait_for_agreement(&rotel, &client, ("host", &host.1), 3).await;
     report(&agreement, started, "on the host network");
 
@@ -404,6 +422,9 @@ async fn wait_running(cluster: &Cluster, selector: &str) -> (String, String, Str
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// The trace id the host-network pod's trace-context annotation names.
+const CONTEXT_TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319d";
 
 /// The traced CRI methods (the others are polled: counted, not traced).
 const TRACED: [&str; 9] = [
