@@ -231,45 +231,27 @@ async fn debian_containerd_1_6_with_runc_1_1() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn containerd_1_7_upgraded_to_2_0_with_runc_1_5() {
-    let test = "containerd_1_7_upgraded_to_2_0_with_runc_1_5";
-    if skipped_unless_root(
-        test,
-        "eBPF uprobes, a private containerd with runc, a registry",
-    ) {
-        return;
-    }
-    let Some(built) = built(test) else { return };
-    let from = built
-        .containerd("v1.7")
-        .expect("containerd 1.7 (cargo xtask setup)");
-    let to = built
-        .containerd("v2.0")
-        .expect("containerd 2.0 (cargo xtask setup)");
-    let (_, runc) = built.runc("v1.5").expect("runc 1.5 (cargo xtask setup)");
-    run_cell(Cell {
-        options: ContainerdOptions {
-            containerd_binary: from.containerd,
-            shim_binary: Some(from.shim),
-            runc_binary: Some(runc.clone()),
-            ..ContainerdOptions::default()
-        },
-        runc: Some(runc),
-        oci: "runc",
-        upgrades: [
-            Upgrade::Release {
-                containerd: to.containerd,
-                shim: to.shim,
-            },
-            Upgrade::Copy("b"),
-        ],
-        ebpf_diagnostics: false,
-    })
+    upgrade_cell(
+        "containerd_1_7_upgraded_to_2_0_with_runc_1_5",
+        ("v1.7", "v2.0"),
+        false,
+    )
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn containerd_2_2_upgraded_to_2_4_with_runc_1_5() {
-    let test = "containerd_2_2_upgraded_to_2_4_with_runc_1_5";
+    upgrade_cell(
+        "containerd_2_2_upgraded_to_2_4_with_runc_1_5",
+        ("v2.2", "v2.4"),
+        true,
+    )
+    .await;
+}
+
+/// A cell on the built containerd `from` (with its shim) and runc 1.5, upgraded to the built
+/// release `to` and then to a copy of it.
+async fn upgrade_cell(test: &str, (from, to): (&str, &str), ebpf_diagnostics: bool) {
     if skipped_unless_root(
         test,
         "eBPF uprobes, a private containerd with runc, a registry",
@@ -277,14 +259,16 @@ async fn containerd_2_2_upgraded_to_2_4_with_runc_1_5() {
         return;
     }
     let Some(built) = built(test) else { return };
-    let from = built
-        .containerd("v2.2")
-        .expect("containerd 2.2 (cargo xtask setup)");
-    let to = built
-        .containerd("v2.4")
-        .expect("containerd 2.4 (cargo xtask setup)");
+    let release = |line: &str| {
+        built
+            .containerd(line)
+            .unwrap_or_else(|| panic!("containerd {line} (cargo xtask setup)"))
+    };
+    let (from, to) = (release(from), release(to));
     let (_, runc) = built.runc("v1.5").expect("runc 1.5 (cargo xtask setup)");
-    run_cell(Cell {
+    // On the heap: the whole sequence's future is too large for a test thread's stack once
+    // nested in another future.
+    Box::pin(run_cell(Cell {
         options: ContainerdOptions {
             containerd_binary: from.containerd,
             shim_binary: Some(from.shim),
@@ -300,8 +284,8 @@ async fn containerd_2_2_upgraded_to_2_4_with_runc_1_5() {
             },
             Upgrade::Copy("b"),
         ],
-        ebpf_diagnostics: true,
-    })
+        ebpf_diagnostics,
+    }))
     .await;
 }
 

@@ -65,9 +65,32 @@ impl Runtime {
     }
 }
 
+const CONTAINERD_V2: &str = "github.com/containerd/containerd/v2/cmd/containerd";
 const CONTAINERD_V2_SHIM: &str = "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2";
 /// containerd's release shim is a static, internally linked Go program.
 const SHIM_LDFLAGS: &str = "-s -w";
+
+/// A containerd built without cgo (`no_btrfs`), so internally linked, and stripped.
+const fn internally_linked_containerd(package: &'static str) -> Binary {
+    Binary {
+        name: "containerd",
+        package,
+        tags: "no_btrfs",
+        ldflags: "-s -w",
+        cgo: false,
+    }
+}
+
+/// containerd's runc shim, static and stripped like its release.
+const fn shim(package: &'static str) -> Binary {
+    Binary {
+        name: "containerd-shim-runc-v2",
+        package,
+        tags: "",
+        ldflags: SHIM_LDFLAGS,
+        cgo: false,
+    }
+}
 
 /// The pinned runtimes, newest first within each line.
 const RUNTIMES: &[Runtime] = &[
@@ -78,20 +101,14 @@ const RUNTIMES: &[Runtime] = &[
         binaries: &[
             Binary {
                 name: "containerd",
-                package: "github.com/containerd/containerd/v2/cmd/containerd",
+                package: CONTAINERD_V2,
                 // Release builds link externally (cgo) and are stripped: the shape Go 1.26
                 // changed (runtime.text 0x100 after the start of .text).
                 tags: "no_btrfs",
                 ldflags: "-s -w -linkmode=external",
                 cgo: true,
             },
-            Binary {
-                name: "containerd-shim-runc-v2",
-                package: CONTAINERD_V2_SHIM,
-                tags: "",
-                ldflags: SHIM_LDFLAGS,
-                cgo: false,
-            },
+            shim(CONTAINERD_V2_SHIM),
         ],
         why: "the newest containerd 2.x (Go 1.26, externally linked, stripped)",
     },
@@ -100,21 +117,9 @@ const RUNTIMES: &[Runtime] = &[
         version: "v2.2.10",
         source: Source::GoInstall,
         binaries: &[
-            Binary {
-                name: "containerd",
-                package: "github.com/containerd/containerd/v2/cmd/containerd",
-                // Internally linked: with Go 1.26 the other shape of a zero pclntab text start.
-                tags: "no_btrfs",
-                ldflags: "-s -w",
-                cgo: false,
-            },
-            Binary {
-                name: "containerd-shim-runc-v2",
-                package: CONTAINERD_V2_SHIM,
-                tags: "",
-                ldflags: SHIM_LDFLAGS,
-                cgo: false,
-            },
+            // Internally linked: with Go 1.26 the other shape of a zero pclntab text start.
+            internally_linked_containerd(CONTAINERD_V2),
+            shim(CONTAINERD_V2_SHIM),
         ],
         why: "containerd 2.2 (CRI types from google.golang.org/protobuf)",
     },
@@ -123,20 +128,8 @@ const RUNTIMES: &[Runtime] = &[
         version: "v2.0.14",
         source: Source::Wrapper("containerd-v2.0.14"),
         binaries: &[
-            Binary {
-                name: "containerd",
-                package: "github.com/containerd/containerd/v2/cmd/containerd",
-                tags: "no_btrfs",
-                ldflags: "-s -w",
-                cgo: false,
-            },
-            Binary {
-                name: "containerd-shim-runc-v2",
-                package: CONTAINERD_V2_SHIM,
-                tags: "",
-                ldflags: SHIM_LDFLAGS,
-                cgo: false,
-            },
+            internally_linked_containerd(CONTAINERD_V2),
+            shim(CONTAINERD_V2_SHIM),
         ],
         why: "containerd 2.0 (gogo CRI types, internal/cri paths)",
     },
@@ -145,20 +138,8 @@ const RUNTIMES: &[Runtime] = &[
         version: "v1.7.30",
         source: Source::Wrapper("containerd-v1.7.30"),
         binaries: &[
-            Binary {
-                name: "containerd",
-                package: "github.com/containerd/containerd/cmd/containerd",
-                tags: "no_btrfs",
-                ldflags: "-s -w",
-                cgo: false,
-            },
-            Binary {
-                name: "containerd-shim-runc-v2",
-                package: "github.com/containerd/containerd/cmd/containerd-shim-runc-v2",
-                tags: "",
-                ldflags: SHIM_LDFLAGS,
-                cgo: false,
-            },
+            internally_linked_containerd("github.com/containerd/containerd/cmd/containerd"),
+            shim("github.com/containerd/containerd/cmd/containerd-shim-runc-v2"),
         ],
         why: "containerd 1.7 (pkg/cri paths, v1alpha2 still served)",
     },

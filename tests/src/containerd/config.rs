@@ -112,6 +112,29 @@ impl ContainerdLayout {
         self.runc_root.join("k8s.io")
     }
 
+    /// The sections both formats share: containerd's own sockets (private), no debug or
+    /// metrics listener.
+    fn listeners(&self) -> String {
+        let q = |p: &Path| toml_string(&p.display().to_string());
+        format!(
+            r#"[grpc]
+  address = {socket}
+
+[ttrpc]
+  address = {ttrpc}
+
+[debug]
+  address = ""
+  level = "info"
+
+[metrics]
+  address = ""
+"#,
+            socket = q(&self.socket),
+            ttrpc = q(&self.ttrpc_socket),
+        )
+    }
+
     /// The config file's text in `version`'s format.
     pub fn render(&self, version: ConfigVersion, inputs: &ConfigInputs<'_>) -> String {
         let q = |p: &Path| toml_string(&p.display().to_string());
@@ -198,19 +221,7 @@ disabled_plugins = [
   "io.containerd.internal.v1.tracing",
 ]
 
-[grpc]
-  address = {socket}
-
-[ttrpc]
-  address = {ttrpc}
-
-[debug]
-  address = ""
-  level = "info"
-
-[metrics]
-  address = ""
-
+{listeners}
 [plugins]
   [plugins."io.containerd.internal.v1.opt"]
     path = {opt}
@@ -257,8 +268,7 @@ disabled_plugins = [
 "#,
             root = q(&self.root),
             state = q(&self.state),
-            socket = q(&self.socket),
-            ttrpc = q(&self.ttrpc_socket),
+            listeners = self.listeners(),
             opt = q(&self.root.join("opt")),
             sandbox_image = toml_string(inputs.sandbox_image),
             hosts = q(&self.registry_hosts),
@@ -297,19 +307,7 @@ disabled_plugins = [
   "io.containerd.internal.v1.tracing",
 ]
 
-[grpc]
-  address = {socket}
-
-[ttrpc]
-  address = {ttrpc}
-
-[debug]
-  address = ""
-  level = "info"
-
-[metrics]
-  address = ""
-
+{listeners}
 [plugins]
   [plugins."io.containerd.internal.v1.opt"]
     path = {opt}
@@ -340,8 +338,7 @@ disabled_plugins = [
 "#,
             root = q(&self.root),
             state = q(&self.state),
-            socket = q(&self.socket),
-            ttrpc = q(&self.ttrpc_socket),
+            listeners = self.listeners(),
             opt = q(&self.root.join("opt")),
             sandbox_image = toml_string(sandbox_image),
             runc_root = q(&self.runc_root),
