@@ -509,4 +509,6 @@ mod pod_impls {
     unsafe impl aya::Pod for super::EventBudget {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::CriOffsets {}
+    // SAFETY: two u32 fields, no padding.
+    unsafe impl aya::Pod for super::TrackedProcess {}
 }

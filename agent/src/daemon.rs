@@ -18,15 +18,16 @@ use crate::{
     api::{self, ApiState, Readiness},
     budget::ByteBudget,
     cli::{AgentArgs, OtlpProtocol},
-    correlate::{Correlator, CorrelatorConfig, HostNode},
+    correlate::{Correlator, CorrelatorConfig, HostNode, Input},
     cri::{CriWatcher, WatchConfig},
-    ebpf::{EbpfLogLevel, KernelEvent, KernelProbes, ReaderStats, WallClock, run_reader},
+    ebpf::{EbpfLogLevel, KernelProbes, ReaderStats, WallClock, run_reader},
     export::{ExportConfig, Exporter, Protocol},
     hostfs::StateRoots,
     k8s::{KubeHealth, PodDirectory, PodDirectoryConfig, PodWatcher},
     metrics::{self, HttpMetrics, MetricSources, Metrics, ProbeCounts},
     oci::binaries::BinarySearch,
     redact::Redactor,
+    runtime_state::{self, MetadataRules, RuntimeStateTask},
     store::{Store, StoreConfig},
     supervise::{Progress, StageWatch, Supervisor},
 };
@@ -127,10 +128,11 @@ pub async fn run_until(
         )),
     });
 
-    let (events_tx, mut events_rx) = mpsc::channel::<KernelEvent>(KERNEL_EVENT_QUEUE);
+    let (events_tx, mut events_rx) = mpsc::channel::<Input>(KERNEL_EVENT_QUEUE);
     let queued_events = events_tx.downgrade();
     let reader_stats = Arc::new(ReaderStats::default());
     let event_budget = ByteBudget::new(KERNEL_EVENT_QUEUE_BYTES);
+    let runtime_news = events_tx.clone();
     let reader = tokio::spawn(run_reader(
         ring,
         events_tx,
@@ -210,6 +212,24 @@ pub async fn run_until(
         probe_counts: probe_counts.clone(),
         export: export_sink.clone(),
     };
+    let (query_tx, query_rx) = mpsc::channel(runtime_state::QUERY_QUEUE);
+    correlator.set_sandbox_queries(query_tx);
+    let (endpoint_tx, endpoint_rx) = watch::channel(None);
+    let (stop_runtime_state, runtime_state_stopped) = watch::channel(false);
+    let runtime_state_task = tokio::spawn(
+        RuntimeStateTask {
+            endpoint: endpoint_rx,
+            queries: query_rx,
+            news: runtime_news,
+            probes: probes.clone(),
+            rules: MetadataRules {
+                labels: PodDirectoryConfig::new(node_name.clone()).labels,
+                trace_context_annotation: args.trace_context_annotation.clone(),
+            },
+            proc_root: std::path::PathBuf::from("/proc"),
+        }
+        .run(runtime_state_stopped),
+    );
     let (service_tx, mut service_rx) = watch::channel(String::from("containerd"));
     let mut watcher = CriWatcher::new(
         WatchConfig {
@@ -225,7 +245,8 @@ pub async fn run_until(
         readiness.clone(),
         probe_counts.clone(),
         service_tx,
-    );
+    )
+    .with_endpoint(endpoint_tx);
     #[cfg(feature = "test-faults")]
     let fault = match args.test_fault.as_deref().map(faults::parse).transpose() {
         Ok(fault) => fault.filter(|(_, stage)| stage == "correlator"),
@@ -236,7 +257,7 @@ pub async fn run_until(
     // rather than on the async workers.
     let correlator_progress = correlated.clone();
     let correlator_task = tokio::task::spawn_blocking(move || {
-        while let Some(event) = events_rx.blocking_recv() {
+        while let Some(input) = events_rx.blocking_recv() {
             #[cfg(feature = "test-faults")]
             match fault {
                 Some((faults::Fault::Kill, _)) => return,
@@ -249,11 +270,14 @@ pub async fn run_until(
                 None => {}
             }
             correlator_progress.advance();
-            event_budget.release(event.approx_bytes());
+            if let Input::Kernel(event) = &input {
+                event_budget.release(event.approx_bytes());
+            }
             if service_rx.has_changed().unwrap_or(false) {
                 correlator.set_cri_service(&service_rx.borrow_and_update());
             }
-            if let Some(span) = correlator.on_event(event) {
+            let span = correlator.on_input(input);
+            for span in correlator.released().chain(span) {
                 if let Some(export) = &export_sink {
                     export.send(span.clone());
                 }
@@ -328,6 +352,11 @@ pub async fn run_until(
         task.abort();
     }
     let _ = tokio::time::timeout(Duration::from_secs(10), watcher_task).await;
+    // The runtime-state task holds a sender of the correlator's queue: it goes first, so the
+    // queue closes once the reader is gone.
+    let _ = stop_runtime_state.send(true);
+    runtime_state_task.abort();
+    let _ = runtime_state_task.await;
     reader.abort();
     drop(probes);
     let _ = tokio::time::timeout(Duration::from_secs(5), correlator_task).await;

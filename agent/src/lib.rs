@@ -21,6 +21,7 @@ pub mod model;
 pub mod oci;
 pub mod query;
 pub mod redact;
+pub mod runtime_state;
 pub mod store;
 pub mod supervise;
 pub mod tls;

@@ -302,6 +302,15 @@ impl CriCalls {
         }
     }
 
+    /// Remembers the attempt of a container or sandbox the runtime reported (it was created
+    /// before the agent started).
+    pub(super) fn remember_attempt(&mut self, id: &str, attempt: u64) {
+        if self.attempts.len() >= ATTEMPTS_MAX {
+            self.attempts.clear();
+        }
+        self.attempts.insert(id.to_owned(), attempt);
+    }
+
     /// The attempt of the container or sandbox `id`, when its creation was seen.
     pub(super) fn attempt_of(&self, id: &str) -> Option<u64> {
         self.attempts.get(id).copied()

@@ -7,8 +7,10 @@
 //! its runtime wrote, else by its cgroup path.
 
 mod cri;
+mod hold;
 mod node;
 mod pods;
+mod runtime;
 mod spans;
 
 pub use node::{HostNode, NodeView};
@@ -28,8 +30,22 @@ use crate::{
     model::{PodRef, Span, keys},
     oci::{self, AttributionSource, ContainerCache, ContainerInfo, OciCommand, OciInvocation},
     redact::Redactor,
+    runtime_state::{RuntimeNews, SandboxQuery},
 };
 use nodetrace_common::ExecRole;
+
+/// What the correlator is fed, in order: the kernel's events and the runtime's answers.
+#[derive(Debug)]
+pub enum Input {
+    Kernel(KernelEvent),
+    Runtime(RuntimeNews),
+}
+
+impl From<KernelEvent> for Input {
+    fn from(event: KernelEvent) -> Self {
+        Self::Kernel(event)
+    }
+}
 
 /// Settings of the correlator.
 #[derive(Clone, Debug)]
@@ -80,6 +96,8 @@ pub struct CorrelatorStats {
     pub unmatched_exits: AtomicU64,
     /// Runs forgotten because too many were pending.
     pub evicted: AtomicU64,
+    /// Spans held until the runtime described their pod's new sandbox.
+    pub held: AtomicU64,
 }
 
 /// The container (and pod) a run belongs to, or why none was found.
@@ -108,6 +126,8 @@ struct ProcessRun {
     /// The container and role, when the runtime run that started the process was still alive
     /// at its exec (`runc exec` is; `runc create` has exited by the time `runc start` runs it).
     owner: Option<(String, ProcessRole)>,
+    /// The process started before the agent: found in `/proc`, its exec not seen.
+    seen_mid_life: bool,
 }
 
 #[derive(Debug)]
@@ -168,6 +188,12 @@ pub struct Correlator<N: NodeView> {
     /// Container id → the CRI span its `runc start` hung under.
     start_parents: HashMap<String, (crate::model::SpanId, crate::model::TraceId)>,
     pods: pods::PodEnricher,
+    /// Spans of pods whose new sandbox the runtime is being asked about.
+    hold: hold::PodHold,
+    /// Spans let go from `hold`, for [`Correlator::released`].
+    released: Vec<Span>,
+    /// Where questions about new sandboxes go (the runtime-state task), if anywhere.
+    queries: Option<tokio::sync::mpsc::Sender<SandboxQuery>>,
     stats: Arc<CorrelatorStats>,
 }
 
@@ -180,6 +206,9 @@ impl<N: NodeView> Correlator<N> {
             cri: cri::CriCalls::new(&config.cri_service),
             start_parents: HashMap::new(),
             pods: pods::PodEnricher::new(crate::k8s::PodDirectory::disabled()),
+            hold: hold::PodHold::default(),
+            released: Vec::new(),
+            queries: None,
             config,
             runs: HashMap::new(),
             pending_bytes: 0,
@@ -203,8 +232,25 @@ impl<N: NodeView> Correlator<N> {
         self.cri.set_service(service);
     }
 
-    /// Feeds one event; returns the span it completes, if any.
+    /// Feeds one input; the spans it completes are then in [`Correlator::released`] too.
+    pub fn on_input(&mut self, input: Input) -> Option<Span> {
+        match input {
+            Input::Kernel(event) => self.on_event(event),
+            Input::Runtime(news) => {
+                self.on_runtime(news);
+                None
+            }
+        }
+    }
+
+    /// Feeds one event; returns the span it completes, if any (spans let go from waiting are
+    /// in [`Correlator::released`]).
     pub fn on_event(&mut self, event: KernelEvent) -> Option<Span> {
+        if !self.hold.is_empty() {
+            for uid in self.hold.overdue() {
+                self.let_go(&uid);
+            }
+        }
         let span = match event {
             KernelEvent::Exec(exec) => {
                 self.on_exec(exec);
@@ -213,6 +259,9 @@ impl<N: NodeView> Correlator<N> {
             KernelEvent::Exit(exit) => self.on_exit(&exit),
             KernelEvent::CriStart(start) => {
                 self.cri.on_start(&start, &self.clock, &mut self.containers);
+                if start.method == nodetrace_common::CriMethod::RunPodSandbox {
+                    self.wait_for_sandbox(&start.strings[nodetrace_common::cri_slots::POD_UID]);
+                }
                 return None;
             }
             KernelEvent::CriEnd(end) => {
@@ -228,13 +277,34 @@ impl<N: NodeView> Correlator<N> {
                 span
             }
         }?;
-        let mut span = span;
-        self.pods.enrich(&mut span);
         self.stats.spans.fetch_add(1, Ordering::Relaxed);
         if span.pod.is_none() {
             self.stats.unattributed.fetch_add(1, Ordering::Relaxed);
         }
-        Some(span)
+        if span.attr_str(keys::RPC_METHOD) == Some("RunPodSandbox") {
+            self.ask_about_sandbox(&span);
+        }
+        match self.hold.hold(span) {
+            Ok(()) => {
+                self.stats.held.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            Err(mut spans) => {
+                let mut span = spans.pop()?;
+                for mut earlier in spans {
+                    self.pods.enrich(&mut earlier);
+                    self.released.push(earlier);
+                }
+                self.pods.enrich(&mut span);
+                Some(span)
+            }
+        }
+    }
+
+    /// Spans let go since the last call (held while their pod's sandbox was asked about),
+    /// oldest first.
+    pub fn released(&mut self) -> std::vec::Drain<'_, Span> {
+        self.released.drain(..)
     }
 
     fn on_exec(&mut self, exec: ExecRecord) {
@@ -285,6 +355,7 @@ impl<N: NodeView> Correlator<N> {
                     exec,
                     cgroups,
                     owner,
+                    seen_mid_life: false,
                 }))
             }
         };
@@ -350,7 +421,7 @@ impl<N: NodeView> Correlator<N> {
             Run::Init { .. } => return None,
             Run::Process(run) => {
                 let (attribution, role) = self.attribute_process(&run);
-                spans::process_span(
+                let mut span = spans::process_span(
                     &run.exec,
                     exit,
                     &attribution,
@@ -358,7 +429,14 @@ impl<N: NodeView> Correlator<N> {
                     &self.clock,
                     &self.config.node_name,
                     &self.config.redactor,
-                )
+                );
+                if run.seen_mid_life {
+                    span.attributes.push(crate::model::Attribute::bool(
+                        keys::PROCESS_SEEN_MID_LIFE,
+                        true,
+                    ));
+                }
+                span
             }
         };
         let container_id = span.attr_str(keys::CONTAINER_ID).map(str::to_owned);

@@ -1,7 +1,8 @@
 //! Kubernetes metadata on spans: the workload, allowed labels and, when the pod carries a
 //! trace-context annotation, that trace (the span joins it, parentless spans under the
 //! annotation's span). Metadata comes from the pod directory (the kube watcher), cached briefly
-//! per pod because a lookup rebuilds it.
+//! per pod because a lookup rebuilds it, else from the pod's sandbox as the runtime described
+//! it (labels and trace context, without the workload).
 
 use std::{
     collections::HashMap,
@@ -17,10 +18,14 @@ use crate::{
 const CACHE_TTL: Duration = Duration::from_secs(2);
 /// Most pods cached; the cache is emptied beyond.
 const CACHE_MAX: usize = 4096;
+/// Most pods whose sandbox metadata is kept; one is forgotten for each new one beyond.
+const NODE_PODS_MAX: usize = 4096;
 
 pub(super) struct PodEnricher {
     directory: PodDirectory,
     cache: HashMap<String, (Instant, Option<PodMetadata>)>,
+    /// Pod UID → what its sandbox carries, from the runtime.
+    node: HashMap<String, PodMetadata>,
 }
 
 impl PodEnricher {
@@ -28,10 +33,30 @@ impl PodEnricher {
         Self {
             directory,
             cache: HashMap::new(),
+            node: HashMap::new(),
         }
     }
 
+    /// Keeps what a pod's sandbox carries.
+    pub(super) fn remember(&mut self, metadata: PodMetadata) {
+        if self.node.len() >= NODE_PODS_MAX
+            && !self.node.contains_key(&metadata.uid)
+            && let Some(some) = self.node.keys().next().cloned()
+        {
+            self.node.remove(&some);
+        }
+        self.node.insert(metadata.uid.clone(), metadata);
+    }
+
+    /// Whether anything is known about pod `uid` (from the API or from its sandbox).
+    pub(super) fn knows(&mut self, uid: &str) -> bool {
+        self.node.contains_key(uid) || self.metadata(uid).is_some()
+    }
+
     fn metadata(&mut self, uid: &str) -> Option<PodMetadata> {
+        if !self.directory.is_enabled() {
+            return None;
+        }
         if let Some((at, meta)) = self.cache.get(uid)
             && at.elapsed() < CACHE_TTL
         {
@@ -46,15 +71,12 @@ impl PodEnricher {
         meta
     }
 
-    /// Adds what the API knows about the span's pod.
+    /// Adds what the API (else the pod's sandbox) tells about the span's pod.
     pub(super) fn enrich(&mut self, span: &mut Span) {
-        if !self.directory.is_enabled() {
-            return;
-        }
         let Some(uid) = span.pod.as_ref().map(|p| p.uid.clone()) else {
             return;
         };
-        let Some(meta) = self.metadata(&uid) else {
+        let Some(meta) = self.metadata(&uid).or_else(|| self.node.get(&uid).cloned()) else {
             return;
         };
         if let Some(pod) = &mut span.pod

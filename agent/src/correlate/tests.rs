@@ -886,3 +886,215 @@ fn pending_runs_are_bounded_in_bytes_too() {
         "the newest is kept"
     );
 }
+
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+fn sandbox_facts() -> crate::runtime_state::SandboxFacts {
+    let pod = PodRef {
+        uid: POD_UID.to_owned(),
+        namespace: "shop".to_owned(),
+        name: "web-0".to_owned(),
+    };
+    crate::runtime_state::SandboxFacts {
+        id: SANDBOX.to_owned(),
+        metadata: crate::k8s::PodMetadata::from_sandbox(
+            &pod,
+            &HashMap::from([("app".to_owned(), "web".to_owned())]),
+            &HashMap::from([(
+                crate::k8s::DEFAULT_TRACE_CONTEXT_ANNOTATION.to_owned(),
+                TRACEPARENT.to_owned(),
+            )]),
+            &crate::k8s::LabelAllowList::new(["app".to_owned()]),
+            crate::k8s::DEFAULT_TRACE_CONTEXT_ANNOTATION,
+        ),
+        pod,
+        attempt: 3,
+    }
+}
+
+#[test]
+fn without_the_api_a_new_pod_s_spans_wait_for_its_sandbox_s_annotation() {
+    let f = Fixture::new();
+    let sandbox_bundle = f.bundle(SANDBOX, true);
+    let mut c = f.correlator();
+    let (queries, mut asked) = tokio::sync::mpsc::channel(4);
+    c.set_sandbox_queries(queries);
+    let pod_fields = [
+        (cri_slots::POD_UID, POD_UID),
+        (cri_slots::POD_NAME, "web-0"),
+    ];
+    assert!(
+        c.on_event(cri(true, CriMethod::RunPodSandbox, 1, 10_000, &pod_fields))
+            .is_none()
+    );
+    let b = sandbox_bundle.to_str().expect("utf-8");
+    c.on_event(exec(
+        50,
+        20_000,
+        ExecRole::Runtime,
+        f.runc(SANDBOX, &["create", "--bundle", b, SANDBOX]),
+    ));
+    assert!(
+        c.on_event(exit(50, 30_000, 0)).is_none(),
+        "held: the pod is not known yet"
+    );
+    assert!(
+        c.on_event(cri(
+            false,
+            CriMethod::RunPodSandbox,
+            1,
+            90_000,
+            &[(cri_slots::RESPONSE, SANDBOX)],
+        ))
+        .is_none(),
+        "RunPodSandbox waits for the answer too"
+    );
+    assert_eq!(c.released().count(), 0);
+    let query = asked.try_recv().expect("the runtime is asked");
+    assert_eq!(query.sandbox_id, SANDBOX);
+    assert_eq!(query.uid, POD_UID);
+
+    c.on_runtime(RuntimeNews::Sandbox {
+        uid: POD_UID.to_owned(),
+        facts: Some(Box::new(sandbox_facts())),
+    });
+    let spans: Vec<Span> = c.released().collect();
+    assert_eq!(spans.len(), 2, "runc create, then RunPodSandbox");
+    let annotated = "4bf92f3577b34da6a3ce929d0e0e4736";
+    for span in &spans {
+        assert_eq!(span.trace_id.to_hex(), annotated, "{}", span.name);
+        assert_eq!(span.attr_str(&keys_of_label("app")), Some("web"));
+    }
+    let run = &spans[1];
+    assert_eq!(run.name, "RunPodSandbox");
+    assert_eq!(spans[0].parent_span_id, Some(run.span_id));
+    assert_eq!(
+        run.parent_span_id.map(|id| id.to_hex()),
+        Some("00f067aa0ba902b7".to_owned()),
+        "the root hangs under the annotation's span"
+    );
+    assert_eq!(c.stats().held.load(Ordering::Relaxed), 2);
+
+    // Later spans of the pod get the same trace at once.
+    c.on_event(cri(
+        true,
+        CriMethod::StopPodSandbox,
+        2,
+        100_000,
+        &[(cri_slots::ID, SANDBOX)],
+    ));
+    let stop = c
+        .on_event(cri(false, CriMethod::StopPodSandbox, 2, 110_000, &[]))
+        .expect("not held");
+    assert_eq!(stop.trace_id.to_hex(), annotated);
+}
+
+fn keys_of_label(key: &str) -> String {
+    crate::k8s::keys::pod_label(key)
+}
+
+#[test]
+fn spans_stop_waiting_when_the_runtime_cannot_tell_or_the_call_failed() {
+    let f = Fixture::new();
+    let mut c = f.correlator();
+    let (queries, _asked) = tokio::sync::mpsc::channel(4);
+    c.set_sandbox_queries(queries);
+    let pod_fields = [(cri_slots::POD_UID, POD_UID)];
+    c.on_event(cri(true, CriMethod::RunPodSandbox, 1, 10_000, &pod_fields));
+    assert!(
+        c.on_event(cri(
+            false,
+            CriMethod::RunPodSandbox,
+            1,
+            20_000,
+            &[(cri_slots::RESPONSE, SANDBOX)]
+        ))
+        .is_none()
+    );
+    c.on_runtime(RuntimeNews::Sandbox {
+        uid: POD_UID.to_owned(),
+        facts: None,
+    });
+    let spans: Vec<Span> = c.released().collect();
+    assert_eq!(spans.len(), 1);
+    assert_eq!(spans[0].trace_id, TraceId::from_pod_uid(POD_UID));
+
+    // A failed RunPodSandbox names no sandbox: nothing to ask, nothing held.
+    c.on_event(cri(true, CriMethod::RunPodSandbox, 2, 30_000, &pod_fields));
+    let mut failed = match cri(false, CriMethod::RunPodSandbox, 2, 40_000, &[]) {
+        KernelEvent::CriEnd(record) => record,
+        _ => unreachable!(),
+    };
+    failed.error = true;
+    let span = c.on_event(KernelEvent::CriEnd(failed)).expect("not held");
+    assert!(matches!(span.status, SpanStatus::Error(_)));
+}
+
+#[test]
+fn after_a_restart_the_runtime_s_snapshot_attributes_the_first_call_and_running_processes() {
+    use crate::runtime_state::{ContainerFacts, RunningProcess, RuntimeSnapshot};
+    let f = Fixture::new();
+    let mut c = f.correlator();
+    let process = ExecRecord {
+        tgid: 4242,
+        ppid: 4000,
+        role: ExecRole::ContainerProcess,
+        cgroup_id: 0,
+        ktime_ns: 5_000,
+        filename: "sleep".to_owned(),
+        argv: vec!["sleep".to_owned(), "3600".to_owned()],
+        argv_truncated: false,
+    };
+    c.on_runtime(RuntimeNews::Snapshot(Box::new(RuntimeSnapshot {
+        sandboxes: vec![sandbox_facts()],
+        containers: vec![ContainerFacts {
+            id: CONTAINER.to_owned(),
+            sandbox_id: SANDBOX.to_owned(),
+            name: "app".to_owned(),
+            attempt: 1,
+            image: "busybox:1".to_owned(),
+            running: true,
+        }],
+        processes: vec![RunningProcess {
+            container_id: CONTAINER.to_owned(),
+            exec: process,
+        }],
+    })));
+    // The first call after the restart names only the container.
+    c.on_event(cri(
+        true,
+        CriMethod::ExecSync,
+        7,
+        100_000,
+        &[(cri_slots::ID, CONTAINER)],
+    ));
+    let exec_sync = c
+        .on_event(cri(false, CriMethod::ExecSync, 7, 120_000, &[]))
+        .expect("ExecSync span");
+    let annotated = "4bf92f3577b34da6a3ce929d0e0e4736";
+    assert_eq!(
+        exec_sync.pod.as_ref().map(|p| p.uid.as_str()),
+        Some(POD_UID)
+    );
+    assert_eq!(exec_sync.trace_id.to_hex(), annotated);
+    assert_eq!(exec_sync.attr_str(keys::CONTAINER_NAME), Some("app"));
+    assert_eq!(exec_sync.attr_int(keys::ATTEMPT), Some(1));
+
+    // The container's process, running since before the restart, ends.
+    let mut ended = match exit(4242, 200_000, 137) {
+        KernelEvent::Exit(record) => record,
+        _ => unreachable!(),
+    };
+    ended.tracked = TrackedKind::ContainerProcess;
+    let span = c.on_event(KernelEvent::Exit(ended)).expect("process span");
+    assert_eq!(span.service, "container");
+    assert_eq!(span.attr_str(keys::CONTAINER_ID), Some(CONTAINER));
+    assert!(
+        span.attributes
+            .iter()
+            .any(|a| a.key == keys::PROCESS_SEEN_MID_LIFE
+                && a.value == crate::model::AttrValue::Bool(true))
+    );
+    assert_eq!(span.trace_id.to_hex(), annotated);
+    assert_eq!(span.duration_ns(), 195_000, "from its real start");
+}

@@ -125,12 +125,9 @@ fn open_path(dir: &Path, exe_path: &Path, identity: &BinaryIdentity) -> Option<P
         })
 }
 
-/// Field 22 of `/proc/<pid>/stat`. The command name (field 2) is in parentheses and may hold
-/// spaces and parentheses itself, so fields are counted after its last `)`.
+/// Field 22 of `/proc/<pid>/stat`: the start time in clock ticks after boot.
 fn start_time(stat: &str) -> Option<u64> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    // `rest` starts at field 3 (state).
-    rest.split_whitespace().nth(22 - 3)?.parse().ok()
+    crate::hostfs::stat_field(stat, 22)
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use crate::{
     ebpf::{CriAttachment, KernelProbes},
     metrics::ProbeCounts,
     oci::binaries::{BinarySearch, RuntimeBinaries},
+    runtime_state::RuntimeEndpoint,
 };
 
 use super::{
@@ -48,6 +49,8 @@ enum Target {
         start_time: u64,
         identity: BinaryIdentity,
         open_path: PathBuf,
+        /// The CRI socket the process was found by.
+        socket: PathBuf,
     },
     Binary {
         path: PathBuf,
@@ -84,6 +87,8 @@ pub struct CriWatcher {
     last_absence: Option<String>,
     /// The OCI runtime binaries the kernel side follows now (none before the first look).
     runtime_binaries: Option<RuntimeBinaries>,
+    /// Where the runtime serves CRI, for the agent's own read-only client.
+    endpoint: Option<watch::Sender<Option<RuntimeEndpoint>>>,
 }
 
 impl CriWatcher {
@@ -106,7 +111,38 @@ impl CriWatcher {
             failed: None,
             last_absence: None,
             runtime_binaries: None,
+            endpoint: None,
         }
+    }
+
+    /// Publishes the runtime's CRI endpoint (socket and process) in `endpoint` as it is found.
+    pub fn with_endpoint(mut self, endpoint: watch::Sender<Option<RuntimeEndpoint>>) -> Self {
+        self.endpoint = Some(endpoint);
+        self
+    }
+
+    fn publish_endpoint(&self, found: Option<&Target>) {
+        let Some(sender) = &self.endpoint else { return };
+        let endpoint = match found {
+            Some(Target::Process {
+                pid,
+                start_time,
+                socket,
+                ..
+            }) => Some(RuntimeEndpoint {
+                socket: socket.clone(),
+                pid: *pid,
+                start_time: *start_time,
+            }),
+            _ => None,
+        };
+        sender.send_if_modified(|current| {
+            let changed = *current != endpoint;
+            if changed {
+                current.clone_from(&endpoint);
+            }
+            changed
+        });
     }
 
     /// Polls until `stop` turns true, then detaches.
@@ -136,6 +172,7 @@ impl CriWatcher {
             Ok(binaries) => self.follow_runtime_binaries(binaries),
             Err(err) => tracing::warn!(error = %err, "looking for the OCI runtime binaries failed"),
         }
+        self.publish_endpoint(found.as_ref().ok());
         let found = match found {
             Ok(target) => target,
             Err(reason) => {
@@ -299,7 +336,7 @@ impl CriWatcher {
         let mut reasons = Vec::new();
         for socket in &self.config.sockets {
             match proc.discover(socket) {
-                Ok(process) => return Ok(process_target(process)),
+                Ok(process) => return Ok(process_target(process, socket)),
                 Err(err @ (DiscoverError::NoSocket { .. } | DiscoverError::NoProcess { .. })) => {
                     reasons.push(err.to_string());
                 }
@@ -326,11 +363,12 @@ fn detach_in_background(target: &Target, attachment: CriAttachment) {
     }
 }
 
-fn process_target(process: RuntimeProcess) -> Target {
+fn process_target(process: RuntimeProcess, socket: &std::path::Path) -> Target {
     Target::Process {
         pid: process.pid,
         start_time: process.start_time,
         identity: process.identity,
         open_path: process.open_path,
+        socket: socket.to_path_buf(),
     }
 }

@@ -7,7 +7,7 @@ use aya::{
 };
 use nodetrace_common::{
     BinaryKey, COUNT_RUNTIME_LOOKALIKE, DROP_CGROUP_BUDGET, DROP_CRI_INFLIGHT_FULL,
-    DROP_RINGBUF_FULL, DROP_TRACKED_MAP_FULL, EventBudget,
+    DROP_RINGBUF_FULL, DROP_TRACKED_MAP_FULL, EventBudget, TrackedKind, TrackedProcess,
 };
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -170,6 +170,46 @@ impl KernelProbes {
 
     /// Makes `binaries` the allowlist of OCI runtime binaries the exec program follows: new
     /// ones are added before the ones gone are removed, so a replaced binary is never a gap.
+    /// Follows process `pid` as a container process whose exec the kernel side did not see
+    /// (it started before the agent): its exit is reported like any container process's.
+    pub fn follow_container_process(&mut self, pid: u32) -> Result<(), EbpfError> {
+        let mut tracked = self.tracked_map()?;
+        let process = TrackedProcess {
+            kind: TrackedKind::ContainerProcess as u32,
+            runtime_mnt_ns: 0,
+        };
+        tracked
+            .insert(pid, process, 0)
+            .map_err(|source| EbpfError::Map {
+                name: "TRACKED".to_owned(),
+                source,
+            })
+    }
+
+    /// Stops following `pid` (it turned out not to be the process it was followed as).
+    pub fn unfollow_process(&mut self, pid: u32) -> Result<(), EbpfError> {
+        let mut tracked = self.tracked_map()?;
+        match tracked.remove(&pid) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(source) => Err(EbpfError::Map {
+                name: "TRACKED".to_owned(),
+                source,
+            }),
+        }
+    }
+
+    fn tracked_map(&mut self) -> Result<HashMap<&mut MapData, u32, TrackedProcess>, EbpfError> {
+        const NAME: &str = "TRACKED";
+        let map = self.ebpf.map_mut(NAME).ok_or_else(|| EbpfError::Missing {
+            what: "map",
+            name: NAME.to_owned(),
+        })?;
+        HashMap::try_from(map).map_err(|source| EbpfError::Map {
+            name: NAME.to_owned(),
+            source,
+        })
+    }
+
     pub fn set_runtime_binaries(
         &mut self,
         binaries: &BTreeSet<BinaryKey>,

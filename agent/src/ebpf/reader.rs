@@ -23,9 +23,9 @@ pub struct ReaderStats {
 /// or `budget`, in bytes: the consumer gives each event's [`KernelEvent::approx_bytes`] back
 /// once done with it) are counted and dropped rather than waited for, so the ring buffer keeps
 /// draining.
-pub async fn run_reader(
+pub async fn run_reader<T: From<KernelEvent>>(
     ring: RingBuf<MapData>,
-    events: mpsc::Sender<KernelEvent>,
+    events: mpsc::Sender<T>,
     stats: Arc<ReaderStats>,
     budget: ByteBudget,
 ) -> Result<(), EbpfError> {
@@ -48,7 +48,7 @@ pub async fn run_reader(
                         stats.queue_full.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
-                    match events.try_send(event) {
+                    match events.try_send(T::from(event)) {
                         Ok(()) => {}
                         Err(mpsc::error::TrySendError::Full(_)) => {
                             budget.release(bytes);

@@ -13,7 +13,7 @@ mod confined;
 mod proc;
 
 pub use confined::{BadStateRoot, StateRoots, parse_state_root};
-pub use proc::read_proc_file;
+pub use proc::{read_proc_file, stat_field};
 
 use std::{
     io::Read,

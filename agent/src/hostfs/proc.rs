@@ -28,6 +28,18 @@ pub fn read_proc_file(
     read_capped(File::from(opened), &path, limit)
 }
 
+/// Field `field` (numbered from 1, as in proc(5)) of a `/proc/<pid>/stat` line, as a number.
+/// The command name (field 2) is in parentheses and may hold spaces and parentheses itself (a
+/// tenant names its processes), so fields are counted after its last `)`.
+pub fn stat_field(stat: &str, field: usize) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // `rest` starts at field 3 (state).
+    rest.split_whitespace()
+        .nth(field.checked_sub(3)?)?
+        .parse()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,10 +4,10 @@ use super::config::LabelAllowList;
 use super::keys;
 use super::owner::Owner;
 use super::traceparent::{TraceContext, TraceparentError};
-use crate::model::Attribute;
+use crate::model::{Attribute, PodRef};
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// A pod as the API server describes it, reduced to what spans carry.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,6 +48,33 @@ impl PodMetadata {
             owner: Owner::resolve(pod.owner_references(), pod.labels()),
             trace_context: trace_context_of(pod, annotation).ok().flatten(),
         })
+    }
+
+    /// The metadata of a pod as its sandbox carries it on the node: kubelet copies the pod's
+    /// labels and annotations into the CRI sandbox config, so labels and the trace context are
+    /// known without the API (the workload is not: owner references are not copied).
+    pub fn from_sandbox(
+        pod: &PodRef,
+        labels: &HashMap<String, String>,
+        annotations: &HashMap<String, String>,
+        allowed: &LabelAllowList,
+        annotation: &str,
+    ) -> Self {
+        Self {
+            uid: pod.uid.clone(),
+            namespace: pod.namespace.clone(),
+            name: pod.name.clone(),
+            node_name: String::new(),
+            labels: labels
+                .iter()
+                .filter(|(key, _)| allowed.allows(key))
+                .map(|(key, value)| (crate::model::capped(key), crate::model::capped(value)))
+                .collect(),
+            owner: None,
+            trace_context: annotations
+                .get(annotation)
+                .and_then(|value| TraceContext::parse_traceparent(value).ok()),
+        }
     }
 
     /// The span attributes: pod identity, node, workload (and the controller it was resolved
