@@ -71,23 +71,40 @@ async fn pods_made_through_the_api_are_traced_as_the_kubelet_saw_them() {
         sysctls_before,
         "the kubelet's kernel settings are given back once it runs"
     );
+    let socket = cluster.testbed().containerd().socket().to_owned();
+    let flags = [
+        "--node-name=nodetrace-node".to_owned(),
+        format!("--kubeconfig={}", cluster.admin_kubeconfig().display()),
+        format!("--oci-runtime-binary={}", runc.display()),
+        format!("--btf={VMLINUX_BTF}"),
+    ];
+    let cri_ready = Ready::Components {
+        names: &["cri"],
+        within: Duration::from_secs(30),
+    };
     let agent = Agent::start(
         &work.path().join("agent-data"),
-        cluster.testbed().containerd().socket(),
-        [
-            "--node-name=nodetrace-node".to_owned(),
-            format!("--kubeconfig={}", cluster.admin_kubeconfig().display()),
-            format!("--oci-runtime-binary={}", runc.display()),
-            format!("--btf={VMLINUX_BTF}"),
-        ],
-        Ready::Components {
-            names: &["cri"],
-            within: Duration::from_secs(30),
-        },
+        &socket,
+        flags.clone(),
+        cri_ready,
     )
     .await;
     let client = Client::new(&agent.url(), None, DEFAULT_TIMEOUT).expect("client");
-    eprintln!("[{:>6.2?}] agent ready", started.elapsed());
+    // A second agent without API access: what it knows of a pod comes from the node alone.
+    let bare = Agent::start(
+        &work.path().join("bare-agent-data"),
+        &socket,
+        [
+            "--node-name=nodetrace-node".to_owned(),
+            "--no-kube".to_owned(),
+            format!("--oci-runtime-binary={}", runc.display()),
+            format!("--btf={VMLINUX_BTF}"),
+        ],
+        cri_ready,
+    )
+    .await;
+    let bare_client = Client::new(&bare.url(), None, DEFAULT_TIMEOUT).expect("client");
+    eprintln!("[{:>6.2?}] agents ready", started.elapsed());
     cluster
         .apply(&format!(
             "apiVersion: v1
@@ -225,6 +242,10 @@ spec:
     image: {BUSYBOX_IMAGE}
     imagePullPolicy: Never
     command: [\"sh\", \"-c\", \"sleep 3600\"]
+    readinessProbe:
+      exec:
+        command: [\"true\"]
+      periodSeconds: 2
 "
         ))
         .expect("create the Deployment and the host-network pod");
@@ -305,6 +326,142 @@ spec:
     );
     let agreement = wait_for_agreement(&rotel, &client, ("host", &host.1), 3).await;
     report(&agreement, started, "on the host network");
+
+    // Without API access, the annotation and the labels come from the pods' sandboxes, as
+    // kubelet copied them there.
+    let bare_host = spans_until(
+        &bare_client,
+        &by_name("default", "host"),
+        Duration::from_secs(20),
+        |spans| count(spans, "StartContainer") == 1,
+    )
+    .await;
+    assert_eq!(bare_host.len(), 1, "one trace for the host-network pod");
+    for span in &bare_host[0].spans {
+        assert_eq!(
+            span.trace_id.to_hex(),
+            CONTEXT_TRACE_ID,
+            "without API access the annotation still gives the trace id: {}",
+            describe(&[span])
+        );
+    }
+    let bare_web = spans_until(
+        &bare_client,
+        &by_name("default", &web.0),
+        Duration::from_secs(20),
+        |spans| count(spans, "StartContainer") == 2,
+    )
+    .await;
+    let bare_web: Vec<&Span> = bare_web.iter().flat_map(|t| &t.spans).collect();
+    assert!(
+        bare_web
+            .iter()
+            .filter(|s| s.operation_name != "container process")
+            .all(|s| tag(s, "k8s.pod.label.app").as_deref() == Some("web")),
+        "without API access the label app=web is on the pod's spans:\n{}",
+        describe(&bare_web)
+    );
+    eprintln!(
+        "[{:>6.2?}] without API access: trace context and labels from the sandboxes",
+        started.elapsed()
+    );
+    bare.stop(Duration::from_secs(30)).await;
+
+    // The agent restarts (as a DaemonSet upgrade restarts it) while the pods run. The host
+    // pod's readiness probe makes the kubelet call ExecSync every 2 s: the first calls after
+    // the restart are attributed and stay in the pod's one trace; then the pod is deleted, and
+    // its container's process, started before the restart, ends with its real start time.
+    let data_dir = agent.data_dir.clone();
+    agent.stop(Duration::from_secs(30)).await;
+    let restarted_at = unix_now_ns();
+    let agent = Agent::start(&data_dir, &socket, flags.clone(), cri_ready).await;
+    let client = Client::new(&agent.url(), None, DEFAULT_TIMEOUT).expect("client");
+    eprintln!("[{:>6.2?}] agent restarted", started.elapsed());
+    let after_restart = |s: &&Span| s.start_unix_ns >= restarted_at;
+    spans_until(
+        &client,
+        &by_name("default", "host"),
+        Duration::from_secs(30),
+        |spans| {
+            spans
+                .iter()
+                .any(|s| s.operation_name == "ExecSync" && after_restart(s))
+                && spans
+                    .iter()
+                    .any(|s| s.operation_name == "runc exec" && after_restart(s))
+        },
+    )
+    .await;
+    cluster
+        .kubectl(&["delete", "pod", "host", "--grace-period=1", "--wait=true"])
+        .unwrap_or_else(|e| panic!("delete the host-network pod: {e}"));
+    let host_traces = spans_until(
+        &client,
+        &by_name("default", "host"),
+        Duration::from_secs(30),
+        |spans| {
+            count(spans, "RemovePodSandbox") == 1
+                && spans.iter().any(|s| {
+                    s.operation_name == "container process"
+                        && tag(s, "nodetrace.process.seen_mid_life").as_deref() == Some("true")
+                })
+        },
+    )
+    .await;
+    assert_eq!(
+        host_traces.len(),
+        1,
+        "the pod's trace stays whole across the restart: {:?}",
+        host_traces
+            .iter()
+            .map(|t| t.spans.first().map(|s| s.trace_id.to_hex()))
+            .collect::<Vec<_>>()
+    );
+    let spans: Vec<&Span> = host_traces[0].spans.iter().collect();
+    assert!(
+        spans
+            .iter()
+            .all(|s| s.trace_id.to_hex() == CONTEXT_TRACE_ID),
+        "the annotation's trace: {}",
+        describe(&spans)
+    );
+    let ids: std::collections::HashSet<String> = spans.iter().map(|s| s.span_id.to_hex()).collect();
+    for span in &spans {
+        assert_eq!(
+            tag(span, "k8s.pod.uid").as_deref(),
+            Some(host.1.as_str()),
+            "attributed after the restart: {}",
+            describe(&[span])
+        );
+        for reference in &span.references {
+            assert!(
+                ids.contains(&reference.span_id.to_hex())
+                    || reference.span_id.to_hex() == "b7ad6b7169203331",
+                "every parent is in the trace (or is the annotation's span): {}",
+                describe(&[span])
+            );
+        }
+    }
+    let process = spans
+        .iter()
+        .find(|s| tag(s, "nodetrace.process.seen_mid_life").as_deref() == Some("true"))
+        .expect("the container's process");
+    assert!(
+        process.start_unix_ns < restarted_at,
+        "its real start, before the restart: {}",
+        describe(&[process])
+    );
+    assert_eq!(
+        tag(process, "k8s.container.name").as_deref(),
+        Some("main"),
+        "{}",
+        describe(&[process])
+    );
+    eprintln!(
+        "[{:>6.2?}] across the restart: {} spans in the pod's one trace",
+        started.elapsed(),
+        spans.len()
+    );
 
     // An API server outage: the agent says so (`kube` degraded) and goes on tracing; the API
     // server comes back and so does the agent's watch.
@@ -424,6 +581,12 @@ async fn wait_running(cluster: &Cluster, selector: &str) -> (String, String, Str
 }
 
 /// The trace id the host-network pod's trace-context annotation names.
+fn unix_now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
 const CONTEXT_TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319d";
 
 /// The traced CRI methods (the others are polled: counted, not traced).
