@@ -30,6 +30,11 @@ pub enum EventKind {
     CriStart = 3,
     /// A [`CriEvent`] written at a RET of a CRI handler (response fields, error flag).
     CriEnd = 4,
+    /// A [`CriEvent`] written at the entry of a probed kubelet function (`method` is a
+    /// [`KubeletFn`], the strings are in [`kubelet_slots`]).
+    KubeletStart = 5,
+    /// A [`CriEvent`] written at a RET of a probed kubelet function (error flag only).
+    KubeletEnd = 6,
 }
 
 /// Why the kernel side reported an exec.
@@ -499,8 +504,94 @@ pub struct CriInflight {
 /// Index of the counter of CRI entries dropped because the in-flight map was full.
 pub const DROP_CRI_INFLIGHT_FULL: u32 = 2;
 
+/// Kubelet functions the uprobes report, as numbered in cookies and events.
+#[repr(u32)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum KubeletFn {
+    /// `pkg/kubelet.(*Kubelet).SyncPod`: one pod sync by its pod worker.
+    SyncPod = 1,
+    SyncTerminatingPod = 2,
+    SyncTerminatedPod = 3,
+    /// `volumemanager.(*volumeManager).WaitForAttachAndMount`.
+    WaitForVolumes = 4,
+    /// `kuberuntime.(*kubeGenericRuntimeManager).SyncPod`: the runtime side of a sync.
+    RuntimeSyncPod = 5,
+    CreatePodSandbox = 6,
+    /// `startContainer`: init, regular and ephemeral containers alike.
+    StartContainer = 7,
+    /// `images.(*imageManager).EnsureImageExists`: the image check, and the pull it waits for.
+    EnsureImageExists = 8,
+}
+
+impl KubeletFn {
+    pub const ALL: [KubeletFn; 8] = [
+        Self::SyncPod,
+        Self::SyncTerminatingPod,
+        Self::SyncTerminatedPod,
+        Self::WaitForVolumes,
+        Self::RuntimeSyncPod,
+        Self::CreatePodSandbox,
+        Self::StartContainer,
+        Self::EnsureImageExists,
+    ];
+
+    pub fn from_u32(value: u32) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| *f as u32 == value)
+    }
+}
+
+/// Cookie of a kubelet uprobe: the function in bits 0..8, [`CRI_COOKIE_RETURN`] for a RET,
+/// then which registers hold what (a [`KubeletReg`] number in each field; 0: none).
+pub mod kubelet_cookie {
+    /// The `*v1.Pod` argument.
+    pub const POD_REG_SHIFT: u32 = 16;
+    /// A string argument (pointer, then length registers) or, with [`EXTRA_DEREF`], a
+    /// pointer to a pointer to a struct that begins with a string.
+    pub const EXTRA_PTR_SHIFT: u32 = 20;
+    pub const EXTRA_LEN_SHIFT: u32 = 24;
+    pub const EXTRA_DEREF: u64 = 1 << 28;
+    /// The type word of the returned `error` (at RETs).
+    pub const ERROR_REG_SHIFT: u32 = 32;
+    pub const REG_MASK: u64 = 0xf;
+}
+
+/// Registers of Go's amd64 register ABI, in argument order, as numbered in cookies.
+pub mod kubelet_reg {
+    pub const RAX: u64 = 1;
+    pub const RBX: u64 = 2;
+    pub const RCX: u64 = 3;
+    pub const RDI: u64 = 4;
+    pub const RSI: u64 = 5;
+    pub const R8: u64 = 6;
+    pub const R9: u64 = 7;
+    pub const R10: u64 = 8;
+    pub const R11: u64 = 9;
+}
+
+/// String slots of a kubelet event.
+pub mod kubelet_slots {
+    pub const POD_UID: usize = 0;
+    pub const POD_NAME: usize = 1;
+    pub const POD_NAMESPACE: usize = 2;
+    /// The container name (startContainer) or the image (EnsureImageExists).
+    pub const EXTRA: usize = 3;
+}
+
+/// Offsets in kubelet's `v1.Pod` (read from the binary's own `(*Pod).GetUID`, `GetName` and
+/// `GetNamespace`), written by the agent to a one-element array map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KubeletOffsets {
+    pub pod_uid: u32,
+    pub pod_name: u32,
+    pub pod_namespace: u32,
+    pub _pad: u32,
+}
+
 #[cfg(feature = "user")]
 mod pod_impls {
+    // SAFETY: four u32 fields, no padding.
+    unsafe impl aya::Pod for super::KubeletOffsets {}
     // SAFETY: plain #[repr(C)] data without padding-dependent invariants.
     unsafe impl aya::Pod for super::KernelOffsets {}
     // SAFETY: two u64 fields, no padding.

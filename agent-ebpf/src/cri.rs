@@ -160,7 +160,7 @@ fn try_return(ctx: &ProbeContext) -> Result<(), i32> {
 ///
 /// # Safety
 /// `event` must point at a reserved ring-buffer record.
-unsafe fn init_event(
+pub(crate) unsafe fn init_event(
     event: *mut CriEvent,
     kind: EventKind,
     key: &CriCallKey,
@@ -189,7 +189,7 @@ fn known(off: u32) -> bool {
 
 /// The pointer-sized field at `base + off` of a structure of a call of `method`, or 0 (a nil
 /// `base` is an absent optional field; a failed read is reported).
-fn read_ptr(method: u32, base: u64, off: u32) -> u64 {
+pub(crate) fn read_ptr(method: u32, base: u64, off: u32) -> u64 {
     if base == 0 || !known(off) {
         return 0;
     }
@@ -226,7 +226,7 @@ fn read_i64(method: u32, base: u64, off: u32) -> u64 {
 /// # Safety
 /// `event` must point at a reserved ring-buffer record.
 #[inline(always)]
-unsafe fn read_string(event: *mut CriEvent, slot: usize, base: u64, off: u32) {
+pub(crate) unsafe fn read_string(event: *mut CriEvent, slot: usize, base: u64, off: u32) {
     if base == 0 || !known(off) || slot >= CRI_STR_SLOTS {
         return;
     }

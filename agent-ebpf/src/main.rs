@@ -16,8 +16,8 @@ use aya_ebpf::{
 };
 use nodetrace_common::{
     BinaryKey, CGROUP_BUCKETS_MAX, CRI_METHOD_SLOTS, CriCallKey, CriInflight, CriOffsets,
-    DROP_COUNTERS, EventBudget, KernelOffsets, RING_BUFFER_BYTES, RUNTIME_BINARIES_MAX,
-    TRACKED_PROCESSES_MAX, TokenBucket, TrackedProcess,
+    DROP_COUNTERS, EventBudget, KernelOffsets, KubeletOffsets, RING_BUFFER_BYTES,
+    RUNTIME_BINARIES_MAX, TRACKED_PROCESSES_MAX, TokenBucket, TrackedProcess,
 };
 
 /// Structure offsets from the kernel's BTF, set by the agent before loading.
@@ -82,8 +82,19 @@ pub(crate) static CRI_INFLIGHT: LruHashMap<CriCallKey, CriInflight> =
 #[map]
 pub(crate) static CRI_CALLS: PerCpuArray<u64> = PerCpuArray::with_max_entries(CRI_METHOD_SLOTS, 0);
 
+/// Field offsets of kubelet's `v1.Pod` (one element, written by the agent).
+#[map]
+pub(crate) static KUBELET_OFFSETS: Array<KubeletOffsets> = Array::with_max_entries(1, 0);
+
+/// Kubelet function calls in progress, by (process, function, goroutine): a pod worker's
+/// goroutine runs nested probed functions.
+#[map]
+pub(crate) static KUBELET_INFLIGHT: LruHashMap<CriCallKey, CriInflight> =
+    LruHashMap::with_max_entries(4096, 0);
+
 mod cri;
 mod diag;
+mod kubelet;
 mod process;
 
 pub(crate) fn count_drop(index: u32) {

@@ -157,6 +157,15 @@ pub struct AgentArgs {
         default_values = ["/run/containerd/containerd.sock", "/run/crio/crio.sock"]
     )]
     pub cri_sockets: Vec<PathBuf>,
+    /// A unix socket only the kubelet serves (by default its device-plugin registration
+    /// socket): the kubelet process is found from it, and its pod syncs are traced by uprobes
+    /// on its binary.
+    #[arg(
+        long = "kubelet-socket",
+        env = "NODETRACE_KUBELET_SOCKET",
+        default_value = crate::kubelet::DEFAULT_KUBELET_SOCKET
+    )]
+    pub kubelet_socket: PathBuf,
     /// A directory the container runtime keeps its state in (repeat for several). Bundle
     /// `config.json` and pid files named on runtime command lines are read only beneath one of
     /// these, as the command line spells the path, never through a symlink or across a mount,

@@ -24,6 +24,7 @@ use crate::{
     export::{ExportConfig, Exporter, Protocol},
     hostfs::StateRoots,
     k8s::{KubeHealth, PodDirectory, PodDirectoryConfig, PodWatcher},
+    kubelet::KubeletWatcher,
     metrics::{self, HttpMetrics, MetricSources, Metrics, ProbeCounts},
     oci::binaries::BinarySearch,
     redact::Redactor,
@@ -302,6 +303,14 @@ pub async fn run_until(
     // The first look is awaited so that a runtime already running is traced from the start.
     watcher.tick().await;
     let (stop_watcher, watcher_stopped) = watch::channel(false);
+    let mut kubelet_watcher = KubeletWatcher::new(
+        args.kubelet_socket.clone(),
+        RUNTIME_POLL,
+        probes.clone(),
+        readiness.clone(),
+    );
+    kubelet_watcher.tick().await;
+    let kubelet_task = tokio::spawn(kubelet_watcher.run(watcher_stopped.clone()));
     let watcher_task = tokio::spawn(watcher.run(watcher_stopped));
     supervisor.watch(StageWatch {
         name: "CRI watcher",
@@ -352,6 +361,7 @@ pub async fn run_until(
         task.abort();
     }
     let _ = tokio::time::timeout(Duration::from_secs(10), watcher_task).await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), kubelet_task).await;
     // The runtime-state task holds a sender of the correlator's queue: it goes first, so the
     // queue closes once the reader is gone.
     let _ = stop_runtime_state.send(true);

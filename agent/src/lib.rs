@@ -16,6 +16,7 @@ pub mod ebpf;
 pub mod export;
 pub mod hostfs;
 pub mod k8s;
+pub mod kubelet;
 pub mod metrics;
 pub mod model;
 pub mod oci;

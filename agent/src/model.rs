@@ -292,6 +292,8 @@ pub mod keys {
     pub const ATTRIBUTION_SOURCE: &str = "nodetrace.attribution.source";
     /// The argument list was cut at the kernel side's bound.
     pub const ARGS_TRUNCATED: &str = "nodetrace.process.command_args.truncated";
+    /// The kubelet function a kubelet span describes.
+    pub const KUBELET_FUNCTION: &str = "nodetrace.kubelet.function";
     /// The process started before the agent did: its start time comes from `/proc`, and its
     /// command line was read there when the agent found it.
     pub const PROCESS_SEEN_MID_LIFE: &str = "nodetrace.process.seen_mid_life";

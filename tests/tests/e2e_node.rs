@@ -75,11 +75,12 @@ async fn pods_made_through_the_api_are_traced_as_the_kubelet_saw_them() {
     let flags = [
         "--node-name=nodetrace-node".to_owned(),
         format!("--kubeconfig={}", cluster.admin_kubeconfig().display()),
+        format!("--kubelet-socket={}", cluster.kubelet_socket().display()),
         format!("--oci-runtime-binary={}", runc.display()),
         format!("--btf={VMLINUX_BTF}"),
     ];
     let cri_ready = Ready::Components {
-        names: &["cri"],
+        names: &["cri", "kubelet"],
         within: Duration::from_secs(30),
     };
     let agent = Agent::start(
@@ -97,6 +98,7 @@ async fn pods_made_through_the_api_are_traced_as_the_kubelet_saw_them() {
         [
             "--node-name=nodetrace-node".to_owned(),
             "--no-kube".to_owned(),
+            format!("--kubelet-socket={}", cluster.kubelet_socket().display()),
             format!("--oci-runtime-binary={}", runc.display()),
             format!("--btf={VMLINUX_BTF}"),
         ],
@@ -157,9 +159,14 @@ spec:
         &by_name("default", "hello"),
         Duration::from_secs(20),
         |spans| {
-            ["RunPodSandbox", "CreateContainer", "StartContainer"]
-                .iter()
-                .all(|m| count(spans, m) >= 1)
+            [
+                "RunPodSandbox",
+                "CreateContainer",
+                "StartContainer",
+                "Kubelet.SyncPod",
+            ]
+            .iter()
+            .all(|m| count(spans, m) >= 1)
                 && count(spans, "runc start") >= 2
         },
     )
@@ -183,6 +190,7 @@ spec:
         "the kubelet's pod was created by runc under a CRI call:\n{}",
         describe(&spans)
     );
+    assert_kubelet_parents(&spans);
 
     // Ground truth: every CRI call the kubelet made for the pod, as its own client span, has
     // the matching span of the agent (same method and pod, inside the client's window).
@@ -581,6 +589,56 @@ async fn wait_running(cluster: &Cluster, selector: &str) -> (String, String, Str
 }
 
 /// The trace id the host-network pod's trace-context annotation names.
+/// The kubelet's side of a pod start, by uprobes on the kubelet: `Kubelet.SyncPod` is the root
+/// of the CRI calls, through the runtime sync and its phases: RunPodSandbox under
+/// createPodSandbox, CreateContainer and StartContainer under startContainer.
+fn assert_kubelet_parents(spans: &[&Span]) {
+    let by_id: std::collections::HashMap<String, &Span> =
+        spans.iter().map(|s| (s.span_id.to_hex(), *s)).collect();
+    let parent = |span: &Span| {
+        span.references
+            .first()
+            .and_then(|r| by_id.get(&r.span_id.to_hex()).copied())
+    };
+    let chain = |span: &Span| {
+        let mut names = Vec::new();
+        let mut current = parent(span);
+        while let Some(up) = current {
+            names.push(up.operation_name.clone());
+            current = parent(up);
+        }
+        names
+    };
+    for (call, phase) in [
+        ("RunPodSandbox", "KubeRuntime.createPodSandbox"),
+        ("CreateContainer", "KubeRuntime.startContainer"),
+        ("StartContainer", "KubeRuntime.startContainer"),
+    ] {
+        for span in spans.iter().filter(|s| s.operation_name == call) {
+            let chain = chain(span);
+            assert_eq!(
+                chain.first().map(String::as_str),
+                Some(phase),
+                "{call} hangs under {phase}: {chain:?}\n{}",
+                describe(spans)
+            );
+            assert!(
+                chain.iter().any(|n| n == "KubeRuntime.SyncPod")
+                    && chain.last().map(String::as_str) == Some("Kubelet.SyncPod"),
+                "{call} is under the runtime sync, under Kubelet.SyncPod: {chain:?}"
+            );
+        }
+    }
+    let sync = spans
+        .iter()
+        .find(|s| s.operation_name == "Kubelet.SyncPod" && parent(s).is_none())
+        .expect("a Kubelet.SyncPod root");
+    assert_eq!(
+        tag(sync, "nodetrace.kubelet.function").as_deref(),
+        Some("Kubelet.SyncPod")
+    );
+}
+
 fn unix_now_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

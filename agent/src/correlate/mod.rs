@@ -8,6 +8,7 @@
 
 mod cri;
 mod hold;
+mod kubelet;
 mod node;
 mod pods;
 mod runtime;
@@ -185,6 +186,7 @@ pub struct Correlator<N: NodeView> {
     /// pid → the container and role its runtime's pid file named.
     process_owners: HashMap<u32, (String, ProcessRole)>,
     cri: cri::CriCalls,
+    kubelet: kubelet::KubeletCalls,
     /// Container id → the CRI span its `runc start` hung under.
     start_parents: HashMap<String, (crate::model::SpanId, crate::model::TraceId)>,
     pods: pods::PodEnricher,
@@ -204,6 +206,7 @@ impl<N: NodeView> Correlator<N> {
             clock,
             containers: ContainerCache::new(config.max_containers),
             cri: cri::CriCalls::new(&config.cri_service),
+            kubelet: kubelet::KubeletCalls::default(),
             start_parents: HashMap::new(),
             pods: pods::PodEnricher::new(crate::k8s::PodDirectory::disabled()),
             hold: hold::PodHold::default(),
@@ -274,7 +277,29 @@ impl<N: NodeView> Correlator<N> {
                 if span.is_none() {
                     self.stats.unmatched_exits.fetch_add(1, Ordering::Relaxed);
                 }
-                span
+                span.map(|mut span| {
+                    // The kubelet call it was made in (kubelet's clock and the runtime's are
+                    // the same kernel clock).
+                    if let Some(pod) = &span.pod
+                        && let Some(parent) =
+                            self.kubelet.parent_of_cri(&pod.uid, span.start_unix_ns)
+                    {
+                        span.parent_span_id = Some(parent);
+                    }
+                    span
+                })
+            }
+            KernelEvent::KubeletStart(start) => {
+                // A sync is the first the node sees of a new pod: its spans wait from there.
+                if start.function == nodetrace_common::KubeletFn::SyncPod {
+                    self.wait_for_sandbox(&start.strings[nodetrace_common::kubelet_slots::POD_UID]);
+                }
+                self.kubelet.on_start(&start, &self.clock);
+                return None;
+            }
+            KernelEvent::KubeletEnd(end) => {
+                self.kubelet
+                    .on_end(&end, &self.clock, &self.config.node_name)
             }
         }?;
         self.stats.spans.fetch_add(1, Ordering::Relaxed);

@@ -17,13 +17,13 @@
 pub mod buildinfo;
 pub mod disasm;
 pub mod discover;
-mod getter;
+pub(crate) mod getter;
 pub mod gopclntab;
 pub mod offsets;
 pub mod patterns;
 pub mod plan;
 pub mod process;
-mod prologue;
+pub(crate) mod prologue;
 pub mod returns;
 mod segments;
 pub mod symbols;

@@ -2,7 +2,7 @@
 
 use nodetrace_common::{
     ARGV_MAX_ARGS, CRI_FLAG_ERROR, CRI_STR_SLOTS, CriEvent, CriMethod, EXEC_FLAG_ARGV_TRUNCATED,
-    EventHeader, EventKind, ExecEvent, ExecRole, ExitEvent, TrackedKind,
+    EventHeader, EventKind, ExecEvent, ExecRole, ExitEvent, KubeletFn, TrackedKind,
 };
 
 use super::EbpfError;
@@ -51,6 +51,21 @@ pub struct CriRecord {
     pub numbers: [u64; 2],
 }
 
+/// The entry or the return of a probed kubelet function.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KubeletRecord {
+    /// The kubelet process.
+    pub tgid: u32,
+    /// The goroutine (a pod worker's, for the sync functions).
+    pub goroutine: u64,
+    pub ktime_ns: u64,
+    pub function: KubeletFn,
+    /// The function returned an error (return records only).
+    pub error: bool,
+    /// Pod UID, name, namespace and the extra string (`nodetrace_common::kubelet_slots`).
+    pub strings: [String; 4],
+}
+
 /// One decoded ring-buffer record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KernelEvent {
@@ -58,6 +73,8 @@ pub enum KernelEvent {
     Exit(ExitRecord),
     CriStart(CriRecord),
     CriEnd(CriRecord),
+    KubeletStart(KubeletRecord),
+    KubeletEnd(KubeletRecord),
 }
 
 impl KernelEvent {
@@ -68,6 +85,7 @@ impl KernelEvent {
             Self::Exec(exec) => exec.strings_bytes(),
             Self::Exit(_) => 0,
             Self::CriStart(cri) | Self::CriEnd(cri) => cri.strings.iter().map(String::len).sum(),
+            Self::KubeletStart(k) | Self::KubeletEnd(k) => k.strings.iter().map(String::len).sum(),
         };
         size_of::<Self>() + strings
     }
@@ -118,6 +136,12 @@ pub fn parse_record(bytes: &[u8]) -> Result<KernelEvent, EbpfError> {
         }
         k if k == EventKind::CriEnd as u32 => {
             parse_cri(&read::<CriEvent>(bytes)?).map(KernelEvent::CriEnd)
+        }
+        k if k == EventKind::KubeletStart as u32 => {
+            parse_kubelet(&read::<CriEvent>(bytes)?).map(KernelEvent::KubeletStart)
+        }
+        k if k == EventKind::KubeletEnd as u32 => {
+            parse_kubelet(&read::<CriEvent>(bytes)?).map(KernelEvent::KubeletEnd)
         }
         other => Err(bad(format!("unknown event kind {other}"))),
     }
@@ -186,16 +210,34 @@ fn parse_exit(e: &ExitEvent) -> Result<ExitRecord, EbpfError> {
     })
 }
 
-fn parse_cri(e: &CriEvent) -> Result<CriRecord, EbpfError> {
-    let method = CriMethod::from_u32(e.method)
-        .ok_or_else(|| bad(format!("unknown CRI method {}", e.method)))?;
-    let mut strings: [String; CRI_STR_SLOTS] = Default::default();
+fn strings_of<const N: usize>(e: &CriEvent) -> Result<[String; N], EbpfError> {
+    let mut strings: [String; N] = std::array::from_fn(|_| String::new());
     for (slot, out) in strings.iter_mut().enumerate() {
         let bytes = e.strs[slot]
             .get(..e.lens[slot] as usize)
             .ok_or_else(|| bad(format!("CRI string length {} out of bounds", e.lens[slot])))?;
         *out = String::from_utf8_lossy(bytes).into_owned();
     }
+    Ok(strings)
+}
+
+fn parse_kubelet(e: &CriEvent) -> Result<KubeletRecord, EbpfError> {
+    let function = KubeletFn::from_u32(e.method)
+        .ok_or_else(|| bad(format!("unknown kubelet function {}", e.method)))?;
+    Ok(KubeletRecord {
+        tgid: e.header.tgid,
+        goroutine: e.goroutine,
+        ktime_ns: e.header.ktime_ns,
+        function,
+        error: e.flags & CRI_FLAG_ERROR != 0,
+        strings: strings_of(e)?,
+    })
+}
+
+fn parse_cri(e: &CriEvent) -> Result<CriRecord, EbpfError> {
+    let method = CriMethod::from_u32(e.method)
+        .ok_or_else(|| bad(format!("unknown CRI method {}", e.method)))?;
+    let strings: [String; CRI_STR_SLOTS] = strings_of(e)?;
     Ok(CriRecord {
         tgid: e.header.tgid,
         goroutine: e.goroutine,

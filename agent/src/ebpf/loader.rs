@@ -39,8 +39,9 @@ pub struct KernelDrops {
     pub cgroup_budget: u64,
 }
 
-/// The uprobe programs for CRI handlers: loaded at start, attached once a runtime is found.
-pub const CRI_PROGRAMS: [&str; 2] = ["cri_entry", "cri_return"];
+/// The uprobe programs for CRI handlers and kubelet functions: loaded at start, attached once
+/// a runtime (a kubelet) is found.
+pub const CRI_PROGRAMS: [&str; 4] = ["cri_entry", "cri_return", "kubelet_entry", "kubelet_return"];
 
 /// The program `name` of the object, as the program type `P`.
 pub(super) fn program<'a, P>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut P, EbpfError>

@@ -11,13 +11,13 @@ mod tracefs;
 mod uprobes;
 
 pub use clock::WallClock;
-pub use events::{CriRecord, ExecRecord, ExitRecord, KernelEvent, parse_record};
+pub use events::{CriRecord, ExecRecord, ExitRecord, KernelEvent, KubeletRecord, parse_record};
 pub use loader::{KernelDrops, KernelProbes, TRACEPOINTS};
 pub use log::{EbpfLogCounts, EbpfLogLevel, EbpfLogReader};
 pub use offsets::{VMLINUX_BTF, kernel_offsets};
 pub use reader::{ReaderStats, run_reader};
 pub use tracefs::ensure_tracefs;
-pub use uprobes::{CriAttachment, HandlerProbe};
+pub use uprobes::{CriAttachment, HandlerProbe, KubeletProbe};
 
 use std::path::PathBuf;
 

@@ -8,7 +8,9 @@ use aya::{
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLink, UProbeScope},
     },
 };
-use nodetrace_common::{CRI_COOKIE_COUNT_ONLY, CRI_COOKIE_RETURN, CriMethod, CriOffsets};
+use nodetrace_common::{
+    CRI_COOKIE_COUNT_ONLY, CRI_COOKIE_RETURN, CriMethod, CriOffsets, KubeletFn, KubeletOffsets,
+};
 use std::path::{Path, PathBuf};
 
 use super::{EbpfError, KernelProbes};
@@ -19,6 +21,17 @@ pub struct HandlerProbe {
     pub method: CriMethod,
     pub entry_offset: u64,
     pub ret_offsets: Vec<u64>,
+}
+
+/// Where to probe one kubelet function, as file offsets into the kubelet binary, and the
+/// cookies that tell the programs which registers hold what.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KubeletProbe {
+    pub function: KubeletFn,
+    pub entry_offset: u64,
+    pub ret_offsets: Vec<u64>,
+    pub entry_cookie: u64,
+    pub return_cookie: u64,
 }
 
 /// The uprobes attached to one runtime binary; detached when dropped.
@@ -84,10 +97,7 @@ impl KernelProbes {
         let mut table: Array<_, CriOffsets> = Array::try_from(map).map_err(map_error)?;
         table.set(0, offsets, 0).map_err(map_error)?;
 
-        let mut attachment = CriAttachment {
-            binary: binary.to_owned(),
-            links: Vec::new(),
-        };
+        let mut points = Vec::new();
         for handler in handlers {
             let count_only = if handler.method.is_traced() {
                 0
@@ -95,42 +105,89 @@ impl KernelProbes {
                 CRI_COOKIE_COUNT_ONLY
             };
             let method = handler.method as u64 | count_only;
-            let mut points = vec![("cri_entry", handler.entry_offset, method)];
+            if count_only == 0 {
+                points.push(("cri_entry", handler.entry_offset, method));
+            }
             points.extend(
                 handler
                     .ret_offsets
                     .iter()
                     .map(|off| ("cri_return", *off, method | CRI_COOKIE_RETURN)),
             );
-            for (name, offset, cookie) in points {
-                if name == "cri_entry" && count_only != 0 {
-                    continue;
-                }
-                let attached =
-                    super::loader::program::<UProbe>(self.ebpf_mut(), name).and_then(|p| {
-                        let failed = |source| EbpfError::Program {
-                            name: format!("{name} at {}+{offset:#x}", binary.display()),
-                            source,
-                        };
-                        let id = p
-                            .attach(
-                                UProbeAttachPoint {
-                                    location: UProbeAttachLocation::AbsoluteOffset(offset),
-                                    cookie: Some(cookie),
-                                },
-                                binary,
-                                UProbeScope::AllProcesses,
-                            )
-                            .map_err(failed)?;
-                        // Owned by the attachment, so it can detach them all at once.
-                        p.take_link(id).map_err(failed)
-                    });
-                match attached {
-                    Ok(link) => attachment.links.push(link),
-                    // Dropping the attachment detaches what was attached.
-                    Err(err) => return Err(err),
-                }
-            }
+        }
+        self.attach_points(binary, &points)
+    }
+
+    /// Sets kubelet's `v1.Pod` offsets and attaches the kubelet functions' probes. On error,
+    /// what was attached is detached again.
+    pub fn attach_kubelet(
+        &mut self,
+        binary: &Path,
+        offsets: KubeletOffsets,
+        functions: &[KubeletProbe],
+    ) -> Result<CriAttachment, EbpfError> {
+        let map_error = |source| EbpfError::Map {
+            name: "KUBELET_OFFSETS".to_owned(),
+            source,
+        };
+        let map = self
+            .ebpf_mut()
+            .map_mut("KUBELET_OFFSETS")
+            .ok_or_else(|| EbpfError::Missing {
+                what: "map",
+                name: "KUBELET_OFFSETS".to_owned(),
+            })?;
+        let mut table: Array<_, KubeletOffsets> = Array::try_from(map).map_err(map_error)?;
+        table.set(0, offsets, 0).map_err(map_error)?;
+        let mut points = Vec::new();
+        for function in functions {
+            points.push((
+                "kubelet_entry",
+                function.entry_offset,
+                function.entry_cookie,
+            ));
+            points.extend(function.ret_offsets.iter().map(|off| {
+                (
+                    "kubelet_return",
+                    *off,
+                    function.return_cookie | CRI_COOKIE_RETURN,
+                )
+            }));
+        }
+        self.attach_points(binary, &points)
+    }
+
+    /// Attaches program `name` at each file offset of `binary` with its cookie.
+    fn attach_points(
+        &mut self,
+        binary: &Path,
+        points: &[(&str, u64, u64)],
+    ) -> Result<CriAttachment, EbpfError> {
+        let mut attachment = CriAttachment {
+            binary: binary.to_owned(),
+            links: Vec::new(),
+        };
+        for &(name, offset, cookie) in points {
+            let program = super::loader::program::<UProbe>(self.ebpf_mut(), name)?;
+            let failed = |source| EbpfError::Program {
+                name: format!("{name} at {}+{offset:#x}", binary.display()),
+                source,
+            };
+            let id = program
+                .attach(
+                    UProbeAttachPoint {
+                        location: UProbeAttachLocation::AbsoluteOffset(offset),
+                        cookie: Some(cookie),
+                    },
+                    binary,
+                    UProbeScope::AllProcesses,
+                )
+                .map_err(failed)?;
+            // Owned by the attachment, so it can detach them all at once; dropping the
+            // attachment on an error detaches what was attached.
+            attachment
+                .links
+                .push(program.take_link(id).map_err(failed)?);
         }
         Ok(attachment)
     }

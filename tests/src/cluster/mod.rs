@@ -576,6 +576,12 @@ impl Cluster {
         &self.admin_kubeconfig
     }
 
+    /// The kubelet's device-plugin registration socket, which tells the agent which process
+    /// is the kubelet: the kubelet serves it in /var/lib/kubelet whatever its root directory.
+    pub fn kubelet_socket(&self) -> PathBuf {
+        PathBuf::from(KUBELET_DEFAULT_DIR).join("device-plugins/kubelet.sock")
+    }
+
     /// Tears everything down (see the module doc).
     pub fn stop(mut self) {
         self.teardown();

@@ -100,6 +100,8 @@ pub struct Agent {
     pub data_dir: PathBuf,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// Why the agent ended, when it ended with an error.
+    ended_with: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Agent {
@@ -147,14 +149,26 @@ impl Agent {
             other => panic!("not the agent command: {other:?}"),
         };
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(nodetrace::daemon::run_until(args, async move {
-            let _ = stopped.await;
-        }));
+        let ended_with = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let record = ended_with.clone();
+        let task = tokio::spawn(async move {
+            let result = nodetrace::daemon::run_until(args, async move {
+                let _ = stopped.await;
+            })
+            .await;
+            if let Err(err) = &result
+                && let Ok(mut slot) = record.lock()
+            {
+                *slot = Some(format!("{err:#}"));
+            }
+            result
+        });
         Self {
             addr,
             data_dir: data_dir.to_owned(),
             stop: Some(stop),
             task,
+            ended_with,
         }
     }
 
@@ -217,7 +231,8 @@ impl Agent {
             };
             assert!(
                 !self.task.is_finished(),
-                "the agent stopped; last /readyz: {answer:?}"
+                "the agent stopped ({:?}); last /readyz: {answer:?}",
+                self.ended_with.lock().ok().and_then(|e| e.clone())
             );
             assert!(
                 tokio::time::Instant::now() < deadline,
