@@ -1056,6 +1056,10 @@ fn check_decoded(bytes: &[u8]) -> Result<(), TestCaseError> {
             prop_assert!(cri.strings.iter().all(|s| s.len() <= 3 * CRI_STR_MAX));
             size_of::<CriEvent>()
         }
+        KernelEvent::KubeletStart(kubelet) | KernelEvent::KubeletEnd(kubelet) => {
+            prop_assert!(kubelet.strings.iter().all(|s| s.len() <= 3 * CRI_STR_MAX));
+            size_of::<CriEvent>()
+        }
     };
     prop_assert!(bytes.len() >= size);
     prop_assert!(
@@ -1070,7 +1074,7 @@ proptest! {
 
     #[test]
     fn records_of_arbitrary_bytes_of_any_length_never_panic(
-        kind in prop_oneof![1u32..=4, any::<u32>()],
+        kind in prop_oneof![1u32..=6, any::<u32>()],
         len in record_length(),
         fill in any::<u8>(),
         seed in prop::collection::vec(any::<u8>(), 0..64),

@@ -9,6 +9,7 @@
 //! `docker-registry` and `skopeo` (Debian packages of those names). [`fake_apiserver`] stands
 //! in for the Kubernetes API server (pods, list and watch), which cannot run here.
 
+pub mod agreement;
 pub mod cgroup_controllers;
 pub mod clock;
 pub mod cluster;

@@ -7,7 +7,6 @@ use std::collections::HashMap;
 
 use k8s_cri::v1 as cri;
 use nodetrace::runtime_state::messages as ours;
-use prost::Message as _;
 
 fn reencode<A: prost::Message, B: prost::Message + Default>(message: &A) -> B {
     B::decode(message.encode_to_vec().as_slice()).expect("decodes")

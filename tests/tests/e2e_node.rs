@@ -29,8 +29,9 @@ use nodetrace::{
 };
 use nodetrace_testbed::{
     BUSYBOX_IMAGE, BuiltRuntimes,
+    agreement::{AgentCall, Agreement, agreement},
     cluster::{Cluster, ClusterBinaries, NODE_IP},
-    rotel::{LoggedSpan, Rotel, find_rotel, free_port, parse_log},
+    rotel::{Rotel, find_rotel, free_port, parse_log},
 };
 use std::time::{Duration, Instant};
 
@@ -647,33 +648,6 @@ fn unix_now_ns() -> u64 {
 
 const CONTEXT_TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319d";
 
-/// The traced CRI methods (the others are polled: counted, not traced).
-const TRACED: [&str; 9] = [
-    "RunPodSandbox",
-    "CreateContainer",
-    "StartContainer",
-    "StopContainer",
-    "RemoveContainer",
-    "StopPodSandbox",
-    "RemovePodSandbox",
-    "PullImage",
-    "ExecSync",
-];
-
-#[derive(Debug, Default)]
-struct Agreement {
-    total: usize,
-    matched: usize,
-    unmatched: Vec<String>,
-    methods: std::collections::BTreeMap<String, usize>,
-}
-
-impl Agreement {
-    fn percent(&self) -> f64 {
-        100.0 * self.matched as f64 / self.total.max(1) as f64
-    }
-}
-
 /// The kubelet's CRI client spans of traced methods in the traces of its `syncPod` spans for
 /// the pod `uid`, each matched against the agent's spans of the pod. Waits until the kubelet
 /// exported them (it batches) and every one is matched, or 30 s.
@@ -690,7 +664,16 @@ async fn wait_for_agreement(
             .traces(&by_name("default", name))
             .await
             .expect("query the agent");
-        let ours: Vec<&Span> = traces.iter().flat_map(|t| &t.spans).collect();
+        let ours: Vec<AgentCall> = traces
+            .iter()
+            .flat_map(|t| &t.spans)
+            .map(|s| AgentCall {
+                method: s.operation_name.clone(),
+                pod_uid: tag(s, "k8s.pod.uid").unwrap_or_default(),
+                start_unix_ns: s.start_unix_ns,
+                end_unix_ns: end_of(s),
+            })
+            .collect();
         let agreement = agreement(&logged, &ours, uid);
         if (agreement.total >= at_least && agreement.matched == agreement.total)
             || Instant::now() > deadline
@@ -706,50 +689,6 @@ async fn wait_for_agreement(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-}
-
-fn agreement(
-    logged: &std::collections::BTreeMap<String, LoggedSpan>,
-    ours: &[&Span],
-    uid: &str,
-) -> Agreement {
-    let field = |span: &LoggedSpan, key: &str| span.fields.get(key).cloned().unwrap_or_default();
-    let pod_traces: std::collections::BTreeSet<String> = logged
-        .values()
-        .filter(|s| s.attributes.values().any(|v| v == &format!("Str({uid})")))
-        .map(|s| field(s, "Trace ID"))
-        .collect();
-    let mut result = Agreement::default();
-    for span in logged.values() {
-        let name = field(span, "Name");
-        let Some(method) = name
-            .strip_prefix("runtime.v1.RuntimeService/")
-            .or_else(|| name.strip_prefix("runtime.v1.ImageService/"))
-        else {
-            continue;
-        };
-        if !TRACED.contains(&method) || !pod_traces.contains(&field(span, "Trace ID")) {
-            continue;
-        }
-        let (start, end): (u64, u64) = (
-            field(span, "Start time").parse().unwrap_or(0),
-            field(span, "End time").parse().unwrap_or(u64::MAX),
-        );
-        result.total += 1;
-        *result.methods.entry(method.to_owned()).or_default() += 1;
-        let found = ours.iter().any(|s| {
-            s.operation_name == method
-                && tag(s, "k8s.pod.uid").as_deref() == Some(uid)
-                && s.start_unix_ns >= start
-                && end_of(s) <= end
-        });
-        if found {
-            result.matched += 1;
-        } else {
-            result.unmatched.push(format!("{method} [{start}, {end}]"));
-        }
-    }
-    result
 }
 
 /// Prints the agreement (with the methods seen) and fails below 99% or with fewer spans than

@@ -38,6 +38,7 @@ const REQUIRED_HOST_PATHS: &[(&str, &str)] = &[
 const PATH_FLAGS: &[(&str, &str)] = &[
     ("btf", "the kernel's BTF"),
     ("cri-socket", "the runtime's CRI socket"),
+    ("kubelet-socket", "a socket only the kubelet serves"),
 ];
 
 /// Capabilities the agent needs when it is not privileged, with why.

@@ -15,6 +15,7 @@ mod hostile;
 mod kernel;
 mod plan;
 mod procfs;
+mod real_node;
 mod report;
 mod wire;
 
@@ -134,6 +135,7 @@ async fn run_parts(ctx: &Context, plan: &Plan, parts: &[Part]) -> (Results, Vec<
         freshness: None,
         hostile: None,
         diagnostics: None,
+        real_node: None,
         footprint: Footprint::default(),
         failures: Vec::new(),
     };
@@ -163,6 +165,9 @@ async fn run_parts(ctx: &Context, plan: &Plan, parts: &[Part]) -> (Results, Vec<
             Part::Hostile => hostile::run(ctx, plan)
                 .await
                 .map(|h| results.hostile = Some(h)),
+            Part::RealNode => real_node::run(ctx, plan)
+                .await
+                .map(|r| results.real_node = Some(r)),
         };
         match outcome {
             Ok(()) => eprintln!(

@@ -20,10 +20,12 @@ pub enum Part {
     Hostile,
     /// The CRI probes with the eBPF diagnostics off and on.
     Diagnostics,
+    /// A real node (API server, kubelet): agreement with the kubelet's own spans.
+    RealNode,
 }
 
 impl Part {
-    pub const ALL: [Part; 7] = [
+    pub const ALL: [Part; 8] = [
         Part::Exec,
         Part::Kernel,
         Part::Cri,
@@ -31,6 +33,7 @@ impl Part {
         Part::Query,
         Part::Hostile,
         Part::Diagnostics,
+        Part::RealNode,
     ];
 }
 
@@ -61,6 +64,8 @@ pub struct Plan {
     /// Pod lifecycles without and then during the look-alike flood, and the flood's execs.
     pub hostile_lifecycles: usize,
     pub hostile_flood_execs: usize,
+    /// Pods created and deleted through the API on the real node.
+    pub real_node_pods: usize,
 }
 
 impl Plan {
@@ -86,6 +91,7 @@ impl Plan {
                 queries: 500,
                 hostile_lifecycles: 3,
                 hostile_flood_execs: 5_000,
+                real_node_pods: 3,
             }
         } else {
             Self {
@@ -110,6 +116,7 @@ impl Plan {
                 queries: 2_000,
                 hostile_lifecycles: 8,
                 hostile_flood_execs: 20_000,
+                real_node_pods: 10,
             }
         }
     }

@@ -37,6 +37,7 @@ pub struct Results {
     pub freshness: Option<Freshness>,
     pub hostile: Option<super::hostile::Hostile>,
     pub diagnostics: Option<super::diagnostics::Diagnostics>,
+    pub real_node: Option<super::real_node::RealNode>,
     pub footprint: Footprint,
     /// Parts that failed, with why.
     pub failures: Vec<String>,
@@ -152,6 +153,7 @@ pub fn markdown(r: &Results) -> String {
     footprint_rows(&mut rows, r);
     hostile_rows(&mut rows, r);
     diagnostics_rows(&mut rows, r);
+    real_node_rows(&mut rows, r);
     out.push_str(&rows.0);
     details(&mut out, r);
     if !r.failures.is_empty() {
@@ -538,6 +540,30 @@ fn diagnostics_rows(rows: &mut Rows, r: &Results) {
                 .iter()
                 .all(|(p, b)| d.debug.bytes_xlated.get(p).is_some_and(|dbg| b < dbg)),
         ),
+    );
+}
+
+fn real_node_rows(rows: &mut Rows, r: &Results) {
+    let Some(n) = &r.real_node else { return };
+    rows.row(
+        "10 real node",
+        "the kubelet's own CRI client spans matched by the agent's spans",
+        format!(
+            "{} of {} ({:.1}%) over {} pods created and deleted: {:?}",
+            n.matched, n.kubelet_calls, n.agreement_percent, n.pods, n.methods
+        ),
+        "100% (fail below 99%)",
+        verdict(n.agreement_percent >= 99.0),
+    );
+    rows.row(
+        "10 real node",
+        "the agent's CRI spans under a kubelet span (SyncPod uprobes)",
+        format!(
+            "{} of {} ({} kubelet spans; the others: {:?})",
+            n.cri_under_kubelet, n.cri_spans, n.kubelet_spans, n.not_under_kubelet
+        ),
+        "every call kubelet's pod worker made",
+        "",
     );
 }
 
