@@ -204,7 +204,7 @@ fn kelemetry_view(body: &Value) -> View {
             SpanView {
                 trace_id: span.trace_id.to_hex(),
                 name: span.operation_name.clone(),
-                parent: span.parent_span_id().map(|p| p.to_hex()),
+                parent: parent_of(span),
                 synthesized: tag(span, SYNTHESIZED).as_deref() == Some("true"),
             },
         );
@@ -536,7 +536,7 @@ async fn pod_traces_carry_context_metadata_attempts_and_all_formats() {
                 span.trace_id.to_hex()
             ));
         }
-        let parent = span.parent_span_id().map(|p| p.to_hex());
+        let parent = parent_of(span);
         match parent.as_deref() {
             Some(CONTEXT_SPAN_ID) => under_annotation.push(span.operation_name.clone()),
             Some(p) if ids.contains(p) => {}
@@ -765,7 +765,7 @@ async fn pod_traces_carry_context_metadata_attempts_and_all_formats() {
             if matches!(
                 span.operation_name.as_str(),
                 "runc create" | "runc start" | "container process"
-            ) && let Some(parent) = span.parent_span_id().map(|p| p.to_hex())
+            ) && let Some(parent) = parent_of(span)
             {
                 let parent_span = by_id(&parent);
                 let ok = parent_span.is_some_and(|p| {
@@ -933,4 +933,12 @@ async fn pod_traces_carry_context_metadata_attempts_and_all_formats() {
     drop(step);
     eprintln!("[{:>6.2?}] done", started.elapsed());
     findings.assert_none();
+}
+
+/// A span's parent in the Kelemetry answer: its reference, or, for a parent outside the answer
+/// (the annotation's span), the tag the reference was turned into.
+fn parent_of(span: &Span) -> Option<String> {
+    span.parent_span_id()
+        .map(|p| p.to_hex())
+        .or_else(|| tag(span, "nodetrace.parent_span_id"))
 }

@@ -25,8 +25,8 @@ pub struct Trace {
     pub trace_id: String,
     pub spans: Vec<Span>,
     pub processes: BTreeMap<String, Process>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub warnings: Vec<String>,
+    /// `null` without warnings, as Jaeger writes a nil slice.
+    pub warnings: Option<Vec<String>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -39,18 +39,24 @@ pub struct Span {
     #[serde(skip_serializing_if = "is_zero")]
     pub flags: u32,
     pub operation_name: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub references: Vec<Reference>,
     /// Microseconds since the Unix epoch.
     pub start_time: u64,
     /// Microseconds.
     pub duration: u64,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<Tag>,
+    /// Always empty: nodetrace's spans have no logs (Jaeger writes `[]`).
+    pub logs: Vec<Log>,
     #[serde(rename = "processID")]
     pub process_id: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub warnings: Vec<String>,
+    /// `null` without warnings, as Jaeger writes a nil slice.
+    pub warnings: Option<Vec<String>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Log {
+    pub timestamp: u64,
+    pub fields: Vec<Tag>,
 }
 
 #[derive(Debug, Serialize)]
@@ -67,7 +73,6 @@ pub struct Reference {
 #[serde(rename_all = "camelCase")]
 pub struct Process {
     pub service_name: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<Tag>,
 }
 
@@ -123,7 +128,7 @@ pub fn from_domain(trace: &domain::Trace) -> Trace {
                 (m.process_id.clone(), process)
             })
             .collect(),
-        warnings: trace.warnings.clone(),
+        warnings: Some(trace.warnings.clone()).filter(|w| !w.is_empty()),
     }
 }
 
@@ -149,8 +154,9 @@ fn span(s: &domain::Span) -> Span {
         start_time: s.start_unix_ns / 1000,
         duration: u64::try_from(s.duration_ns / 1000).unwrap_or(0),
         tags: s.tags.iter().map(tag).collect(),
+        logs: Vec::new(),
         process_id: s.process_id.clone(),
-        warnings: s.warnings.clone(),
+        warnings: Some(s.warnings.clone()).filter(|w| !w.is_empty()),
     }
 }
 

@@ -1,5 +1,8 @@
 //! Spans as Jaeger domain-model traces (`{"data":[Trace...]}`), the body Kelemetry's HTTP trace
 //! extension decodes. Root spans have no references: Kelemetry hangs them under its pod span.
+//! So a reference to a span that is not in the answer (the span of a pod's trace-context
+//! annotation, made elsewhere) is dropped, its id kept as a tag, and the trace's warnings go on
+//! the root spans, where Kelemetry reads them.
 
 use super::jaeger_model::{
     KeyValue, Process, ProcessMapping, Span, SpanRef, Trace, TracesResponse,
@@ -10,16 +13,45 @@ use crate::model::{self, AttrValue, Attribute, SpanKind, SpanStatus};
 /// Jaeger's `SampledFlag`.
 const FLAG_SAMPLED: u32 = 1;
 
+/// Tag of a span whose parent is not in the answer: the parent's id (hex).
+pub const DETACHED_PARENT_TAG: &str = "nodetrace.parent_span_id";
+
 /// `{"data":[...]}` as Go's `json.Marshal` writes it.
 pub fn encode(traces: &[TraceSpans]) -> Result<Vec<u8>, serde_json::Error> {
     go_json::to_vec(&response(traces))
 }
 
-/// The response body as the Jaeger model.
+/// The response body as the Jaeger model, shaped for Kelemetry (see the module doc).
 pub fn response(traces: &[TraceSpans]) -> TracesResponse {
     TracesResponse {
-        data: traces.iter().map(to_jaeger_trace).collect(),
+        data: traces
+            .iter()
+            .map(|trace| for_kelemetry(to_jaeger_trace(trace)))
+            .collect(),
     }
+}
+
+/// Drops references to spans not in `trace` (keeping the parent's id as a tag) and puts the
+/// trace's warnings on its root spans.
+fn for_kelemetry(mut trace: Trace) -> Trace {
+    let ids: std::collections::HashSet<String> =
+        trace.spans.iter().map(|s| s.span_id.to_hex()).collect();
+    for span in &mut trace.spans {
+        let (kept, dropped): (Vec<SpanRef>, Vec<SpanRef>) = std::mem::take(&mut span.references)
+            .into_iter()
+            .partition(|r| ids.contains(&r.span_id.to_hex()));
+        span.references = kept;
+        for reference in dropped {
+            span.tags.push(KeyValue::string(
+                DETACHED_PARENT_TAG,
+                reference.span_id.to_hex(),
+            ));
+        }
+        if span.references.is_empty() {
+            span.warnings.extend(trace.warnings.iter().cloned());
+        }
+    }
+    trace
 }
 
 /// One trace. Every span carries its `process` (what Kelemetry and Jaeger's UI conversion read)
@@ -185,6 +217,58 @@ mod tests {
         let mut traces = group_into_traces(fixtures::pod_trace());
         traces[0].warnings.push("cut".to_owned());
         assert_eq!(to_jaeger_trace(&traces[0]).warnings, vec!["cut".to_owned()]);
+        let answer = response(&traces);
+        for span in &answer.data[0].spans {
+            let expected: &[String] = if span.references.is_empty() {
+                &traces[0].warnings
+            } else {
+                &[]
+            };
+            assert_eq!(
+                span.warnings, expected,
+                "warnings on the root spans only: {}",
+                span.operation_name
+            );
+        }
         assert_eq!(encode(&[]).expect("serializes"), br#"{"data":[]}"#);
+    }
+
+    #[test]
+    fn a_parent_outside_the_answer_is_dropped_and_kept_as_a_tag() {
+        let mut spans = fixtures::pod_trace();
+        let outside = crate::model::SpanId([0xab; 8]);
+        let root = spans
+            .iter_mut()
+            .find(|s| s.parent_span_id.is_none())
+            .expect("a root");
+        root.parent_span_id = Some(outside);
+        let root_id = root.span_id;
+        let traces = group_into_traces(spans);
+        let answer = response(&traces);
+        let span = answer.data[0]
+            .spans
+            .iter()
+            .find(|s| s.span_id == root_id)
+            .expect("the span");
+        assert!(span.references.is_empty(), "{:?}", span.references);
+        assert_eq!(
+            span.tag(DETACHED_PARENT_TAG),
+            Some(&KeyValue::string(DETACHED_PARENT_TAG, outside.to_hex()))
+        );
+        // References inside the answer stay.
+        assert!(
+            answer.data[0]
+                .spans
+                .iter()
+                .any(|s| !s.references.is_empty())
+        );
+        // Jaeger UI keeps the reference (it shows the parent as missing).
+        let ui = super::super::jaeger_ui::response(&traces);
+        let ui_span = ui.data[0]
+            .spans
+            .iter()
+            .find(|s| s.span_id == root_id.to_hex())
+            .expect("the span");
+        assert_eq!(ui_span.references.len(), 1);
     }
 }
