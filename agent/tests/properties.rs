@@ -24,8 +24,8 @@ use nodetrace::oci::{
 };
 use nodetrace_common::{
     ARGV_MAX_ARGS, ARGV_MAX_BYTES, CRI_FLAG_ERROR, CRI_STR_MAX, CRI_STR_SLOTS, CriEvent, CriMethod,
-    EXEC_FLAG_ARGV_TRUNCATED, EventHeader, EventKind, ExecEvent, ExecRole, ExitEvent,
-    FILENAME_MAX_BYTES, TrackedKind,
+    EXEC_FLAG_ARGV_IS_CNI_ENV, EXEC_FLAG_ARGV_TRUNCATED, EventHeader, EventKind, ExecEvent,
+    ExecRole, ExitEvent, FILENAME_MAX_BYTES, TrackedKind,
 };
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -843,8 +843,8 @@ fn byte_block(max: usize) -> impl Strategy<Value = Vec<u8>> {
 fn raw_exec_event() -> impl Strategy<Value = Shown<ExecEvent>> {
     (
         (any::<u32>(), any::<u64>(), any::<u32>(), any::<u64>()),
-        prop_oneof![Just(1u32), Just(2), any::<u32>()],
-        any::<u32>(),
+        prop_oneof![Just(1u32), Just(2), Just(3), any::<u32>()],
+        prop_oneof![any::<u32>(), Just(EXEC_FLAG_ARGV_IS_CNI_ENV)],
         length_near(ARGV_MAX_BYTES),
         length_near(FILENAME_MAX_BYTES),
         byte_block(FILENAME_MAX_BYTES),
@@ -937,7 +937,11 @@ fn exec_args() -> impl Strategy<Value = Vec<String>> {
 fn exec_record() -> impl Strategy<Value = ExecRecord> {
     (
         (any::<u32>(), any::<u32>(), any::<u64>(), any::<u64>()),
-        select(vec![ExecRole::Runtime, ExecRole::ContainerProcess]),
+        select(vec![
+            ExecRole::Runtime,
+            ExecRole::ContainerProcess,
+            ExecRole::CniPlugin,
+        ]),
         "[^\0]{0,64}",
         prop_oneof![Just(Vec::new()), exec_args()],
         any::<bool>(),
@@ -971,6 +975,10 @@ fn encode_exec(record: &ExecRecord) -> ExecEvent {
         cgroup_id: record.cgroup_id,
         flags: if record.argv_truncated {
             EXEC_FLAG_ARGV_TRUNCATED
+        } else {
+            0
+        } | if record.role == ExecRole::CniPlugin {
+            EXEC_FLAG_ARGV_IS_CNI_ENV
         } else {
             0
         },
@@ -1096,7 +1104,9 @@ proptest! {
     fn exec_records_with_any_field_values_decode_or_are_refused_by_rule(event in raw_exec_event()) {
         let Shown(event) = event;
         let bytes = bytes_of(&event);
-        let valid = matches!(event.role, 1 | 2)
+        // The CNI environment flag goes with the CNI plugin role, and only with it.
+        let valid = matches!(event.role, 1..=3)
+            && (event.role == 3) == (event.flags & EXEC_FLAG_ARGV_IS_CNI_ENV != 0)
             && event.argv_len as usize <= ARGV_MAX_BYTES
             && event.filename_len as usize <= FILENAME_MAX_BYTES;
         prop_assert_eq!(parse_record(&bytes).is_ok(), valid);
@@ -1135,7 +1145,14 @@ proptest! {
         tgid in any::<u32>(),
         ktime_ns in any::<u64>(),
         ending in ending(),
-        tracked in select(vec![TrackedKind::Runtime, TrackedKind::RuntimeChild, TrackedKind::ContainerProcess]),
+        tracked in select(vec![
+            TrackedKind::Runtime,
+            TrackedKind::RuntimeChild,
+            TrackedKind::ContainerProcess,
+            TrackedKind::CriDaemon,
+            TrackedKind::CriDaemonChild,
+            TrackedKind::CniPlugin,
+        ]),
     ) {
         let (exit_code, exit_status, signal) = match ending {
             Ending::Exited(status) => (u32::from(status) << 8, Some(i32::from(status)), None),

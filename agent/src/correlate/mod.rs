@@ -278,6 +278,8 @@ impl<N: NodeView> Correlator<N> {
                     attribution,
                 }))
             }
+            // Not turned into spans yet.
+            ExecRole::CniPlugin => return,
             ExecRole::ContainerProcess => {
                 let cgroups = self.node.process_cgroups(tgid);
                 let owner = self.live_parent_owner(exec.ppid);

@@ -1,8 +1,8 @@
 //! Owned, validated forms of the ring-buffer records defined in `nodetrace-common`.
 
 use nodetrace_common::{
-    ARGV_MAX_ARGS, CRI_FLAG_ERROR, CRI_STR_SLOTS, CriEvent, CriMethod, EXEC_FLAG_ARGV_TRUNCATED,
-    EventHeader, EventKind, ExecEvent, ExecRole, ExitEvent, TrackedKind,
+    ARGV_MAX_ARGS, CRI_FLAG_ERROR, CRI_STR_SLOTS, CriEvent, CriMethod, EXEC_FLAG_ARGV_IS_CNI_ENV,
+    EXEC_FLAG_ARGV_TRUNCATED, EventHeader, EventKind, ExecEvent, ExecRole, ExitEvent, TrackedKind,
 };
 
 use super::EbpfError;
@@ -17,7 +17,9 @@ pub struct ExecRecord {
     pub ktime_ns: u64,
     /// The path given to execve.
     pub filename: String,
-    /// At most `ARGV_MAX_ARGS` arguments.
+    /// At most `ARGV_MAX_ARGS` arguments. For [`ExecRole::CniPlugin`], the `CNI_*` entries of
+    /// the process's environment instead (`CNI_COMMAND=ADD`, ...; a plugin's argv is only its
+    /// path): text the runtime chose, decoded lossily, to be parsed as untrusted.
     pub argv: Vec<String>,
     /// Arguments were cut, by the kernel's byte bound or the argument-count bound.
     pub argv_truncated: bool,
@@ -127,8 +129,17 @@ fn parse_exec(e: &ExecEvent) -> Result<ExecRecord, EbpfError> {
     let role = match e.role {
         r if r == ExecRole::Runtime as u32 => ExecRole::Runtime,
         r if r == ExecRole::ContainerProcess as u32 => ExecRole::ContainerProcess,
+        r if r == ExecRole::CniPlugin as u32 => ExecRole::CniPlugin,
         other => return Err(bad(format!("unknown exec role {other}"))),
     };
+    // The role and the flag say the same: a record where they disagree comes from a mismatched
+    // kernel side, and its argument buffer cannot be read either way.
+    if (role == ExecRole::CniPlugin) != (e.flags & EXEC_FLAG_ARGV_IS_CNI_ENV != 0) {
+        return Err(bad(format!(
+            "exec role {} with flags {:#x}: the CNI environment flag goes with the CNI plugin role only",
+            e.role, e.flags
+        )));
+    }
     let argv_bytes = e
         .argv
         .get(..e.argv_len as usize)
@@ -174,6 +185,9 @@ fn parse_exit(e: &ExitEvent) -> Result<ExitRecord, EbpfError> {
         t if t == TrackedKind::Runtime as u32 => TrackedKind::Runtime,
         t if t == TrackedKind::RuntimeChild as u32 => TrackedKind::RuntimeChild,
         t if t == TrackedKind::ContainerProcess as u32 => TrackedKind::ContainerProcess,
+        t if t == TrackedKind::CriDaemon as u32 => TrackedKind::CriDaemon,
+        t if t == TrackedKind::CriDaemonChild as u32 => TrackedKind::CriDaemonChild,
+        t if t == TrackedKind::CniPlugin as u32 => TrackedKind::CniPlugin,
         other => return Err(bad(format!("unknown tracked kind {other}"))),
     };
     let signal = (e.exit_code & 0x7f) as i32;
@@ -271,6 +285,28 @@ mod tests {
         };
         assert!(e.argv_truncated);
         assert_eq!(e.argv, ["runc", "cre"]);
+    }
+
+    #[test]
+    fn a_cni_plugin_record_carries_its_variables_and_says_so() {
+        let variables = b"CNI_COMMAND=ADD\0CNI_IFNAME=eth0\0";
+        let mut bytes = exec_bytes(variables, b"/opt/cni/bin/bridge", EXEC_FLAG_ARGV_IS_CNI_ENV);
+        let role_at = std::mem::offset_of!(ExecEvent, role);
+        bytes[role_at..role_at + 4].copy_from_slice(&(ExecRole::CniPlugin as u32).to_ne_bytes());
+        let KernelEvent::Exec(e) = parse_record(&bytes).expect("valid") else {
+            panic!("not an exec");
+        };
+        assert_eq!(e.role, ExecRole::CniPlugin);
+        assert_eq!(e.argv, ["CNI_COMMAND=ADD", "CNI_IFNAME=eth0"]);
+        // The role without the flag, or the flag without the role, is a mismatched kernel side.
+        let unflagged = exec_bytes(variables, b"x", 0);
+        let mut unflagged_plugin = unflagged.clone();
+        unflagged_plugin[role_at..role_at + 4]
+            .copy_from_slice(&(ExecRole::CniPlugin as u32).to_ne_bytes());
+        assert!(parse_record(&unflagged_plugin).is_err());
+        let flagged_runtime = exec_bytes(variables, b"x", EXEC_FLAG_ARGV_IS_CNI_ENV);
+        assert!(parse_record(&flagged_runtime).is_err());
+        assert!(parse_record(&unflagged).is_ok());
     }
 
     #[test]

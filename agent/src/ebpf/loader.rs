@@ -6,8 +6,9 @@ use aya::{
     programs::{TracePoint, UProbe},
 };
 use nodetrace_common::{
-    BinaryKey, COUNT_RUNTIME_LOOKALIKE, DROP_CGROUP_BUDGET, DROP_CRI_INFLIGHT_FULL,
-    DROP_RINGBUF_FULL, DROP_TRACKED_MAP_FULL, EventBudget,
+    BinaryKey, COUNT_CNI_ENV_CUT, COUNT_RUNTIME_LOOKALIKE, DROP_CGROUP_BUDGET,
+    DROP_CRI_INFLIGHT_FULL, DROP_RINGBUF_FULL, DROP_TRACKED_MAP_FULL, EventBudget, TrackedKind,
+    TrackedProcess,
 };
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -37,6 +38,9 @@ pub struct KernelDrops {
     pub runtime_lookalikes: u64,
     /// Container processes not reported because their cgroup had used its event budget.
     pub cgroup_budget: u64,
+    /// Forks of the CRI runtime daemon whose environment was too long to examine whole, or
+    /// whose `CNI_*` entries did not all fit in the event.
+    pub cni_env_cut: u64,
 }
 
 /// The uprobe programs for CRI handlers: loaded at start, attached once a runtime is found.
@@ -165,6 +169,7 @@ impl KernelProbes {
             cri_inflight_full: sum(DROP_CRI_INFLIGHT_FULL)?,
             runtime_lookalikes: sum(COUNT_RUNTIME_LOOKALIKE)?,
             cgroup_budget: sum(DROP_CGROUP_BUDGET)?,
+            cni_env_cut: sum(COUNT_CNI_ENV_CUT)?,
         })
     }
 
@@ -193,5 +198,56 @@ impl KernelProbes {
             allowlist.remove(key).map_err(map_error)?;
         }
         Ok(())
+    }
+
+    /// Follows process `pid` as the CRI runtime daemon: the exec program then looks at the
+    /// environment of each of its forks when it execs, and follows those that run a CNI plugin.
+    /// Answers false when the process was followed as the daemon already. The entry goes away
+    /// when the process exits.
+    pub fn follow_cri_daemon(&mut self, pid: u32) -> Result<bool, EbpfError> {
+        let mut tracked = self.tracked_map()?;
+        let map_error = |source| EbpfError::Map {
+            name: "TRACKED".to_owned(),
+            source,
+        };
+        if tracked
+            .get(&pid, 0)
+            .is_ok_and(|process| process.kind == TrackedKind::CriDaemon as u32)
+        {
+            return Ok(false);
+        }
+        let daemon = TrackedProcess {
+            kind: TrackedKind::CriDaemon as u32,
+            runtime_mnt_ns: 0,
+        };
+        tracked.insert(pid, daemon, 0).map_err(map_error)?;
+        Ok(true)
+    }
+
+    /// Stops following process `pid` as the CRI runtime daemon (when it is followed as such).
+    pub fn unfollow_cri_daemon(&mut self, pid: u32) -> Result<(), EbpfError> {
+        let mut tracked = self.tracked_map()?;
+        if tracked
+            .get(&pid, 0)
+            .is_ok_and(|process| process.kind == TrackedKind::CriDaemon as u32)
+        {
+            tracked.remove(&pid).map_err(|source| EbpfError::Map {
+                name: "TRACKED".to_owned(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn tracked_map(&mut self) -> Result<HashMap<&mut MapData, u32, TrackedProcess>, EbpfError> {
+        const NAME: &str = "TRACKED";
+        let map = self.ebpf.map_mut(NAME).ok_or_else(|| EbpfError::Missing {
+            what: "map",
+            name: NAME.to_owned(),
+        })?;
+        HashMap::try_from(map).map_err(|source| EbpfError::Map {
+            name: NAME.to_owned(),
+            source,
+        })
     }
 }
