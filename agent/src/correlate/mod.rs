@@ -4,8 +4,9 @@
 //! Attribution order for a runtime run: the container cache (filled at `create`), the bundle's
 //! config.json (`--bundle`, or the directory of containerd's `--log`), else the span is kept
 //! but marked as not attributed. A container process is tied to its container by the pid file
-//! its runtime wrote, else by its cgroup path.
+//! its runtime wrote, else by its cgroup path. CNI plugin runs are the `cni` module's.
 
+mod cni;
 mod cri;
 mod node;
 mod pods;
@@ -29,7 +30,7 @@ use crate::{
     oci::{self, AttributionSource, ContainerCache, ContainerInfo, OciCommand, OciInvocation},
     redact::Redactor,
 };
-use nodetrace_common::ExecRole;
+use nodetrace_common::{ExecRole, TrackedKind};
 
 /// Settings of the correlator.
 #[derive(Clone, Debug)]
@@ -80,6 +81,8 @@ pub struct CorrelatorStats {
     pub unmatched_exits: AtomicU64,
     /// Runs forgotten because too many were pending.
     pub evicted: AtomicU64,
+    /// CNI plugin runs about no pod sandbox (STATUS, GC): counted, not traced.
+    pub cni_untraced: AtomicU64,
 }
 
 /// The container (and pod) a run belongs to, or why none was found.
@@ -165,6 +168,8 @@ pub struct Correlator<N: NodeView> {
     /// pid → the container and role its runtime's pid file named.
     process_owners: HashMap<u32, (String, ProcessRole)>,
     cri: cri::CriCalls,
+    /// CNI plugin runs between exec and exit.
+    cni: cni::CniRuns,
     /// Container id → the CRI span its `runc start` hung under.
     start_parents: HashMap<String, (crate::model::SpanId, crate::model::TraceId)>,
     pods: pods::PodEnricher,
@@ -178,6 +183,7 @@ impl<N: NodeView> Correlator<N> {
             clock,
             containers: ContainerCache::new(config.max_containers),
             cri: cri::CriCalls::new(&config.cri_service),
+            cni: cni::CniRuns::new(&config.cri_service),
             start_parents: HashMap::new(),
             pods: pods::PodEnricher::new(crate::k8s::PodDirectory::disabled()),
             config,
@@ -201,6 +207,7 @@ impl<N: NodeView> Correlator<N> {
     /// Names the runtime whose CRI calls are traced (the service of CRI spans).
     pub fn set_cri_service(&mut self, service: &str) {
         self.cri.set_service(service);
+        self.cni.set_service(service);
     }
 
     /// Feeds one event; returns the span it completes, if any.
@@ -209,6 +216,9 @@ impl<N: NodeView> Correlator<N> {
             KernelEvent::Exec(exec) => {
                 self.on_exec(exec);
                 return None;
+            }
+            KernelEvent::Exit(exit) if exit.tracked == TrackedKind::CniPlugin => {
+                self.on_cni_exit(&exit)
             }
             KernelEvent::Exit(exit) => self.on_exit(&exit),
             KernelEvent::CriStart(start) => {
@@ -278,8 +288,10 @@ impl<N: NodeView> Correlator<N> {
                     attribution,
                 }))
             }
-            // Not turned into spans yet.
-            ExecRole::CniPlugin => return,
+            ExecRole::CniPlugin => {
+                self.on_cni_exec(exec);
+                return;
+            }
             ExecRole::ContainerProcess => {
                 let cgroups = self.node.process_cgroups(tgid);
                 let owner = self.live_parent_owner(exec.ppid);
