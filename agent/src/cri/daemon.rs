@@ -34,7 +34,11 @@ pub fn follow(probes: &Mutex<KernelProbes>, proc: &ProcFs, pid: u32, start_time:
                 RuntimeProcess::read(proc.root(), pid).is_ok_and(|p| p.start_time == start_time);
             if !same_run {
                 if let Err(err) = probes.unfollow_cri_daemon(pid) {
-                    tracing::warn!(pid, error = %crate::correlate::error_chain(&err), "cannot stop following a pid that is no longer the runtime");
+                    tracing::warn!(
+                        pid,
+                        error = %crate::correlate::error_chain(&err),
+                        "cannot stop following a pid that is no longer the runtime"
+                    );
                 }
                 return;
             }

@@ -136,7 +136,7 @@ fn parse_exec(e: &ExecEvent) -> Result<ExecRecord, EbpfError> {
     // kernel side, and its argument buffer cannot be read either way.
     if (role == ExecRole::CniPlugin) != (e.flags & EXEC_FLAG_ARGV_IS_CNI_ENV != 0) {
         return Err(bad(format!(
-            "exec role {} with flags {:#x}: the CNI environment flag goes with the CNI plugin role only",
+            "exec role {} with flags {:#x}: the CNI environment flag goes with the CNI role only",
             e.role, e.flags
         )));
     }

@@ -217,7 +217,8 @@ proptest! {
         ),
     ) {
         let env = CniEnv::parse(&entries);
-        for value in [&env.command, &env.container_id, &env.netns, &env.ifname].into_iter().flatten() {
+        let values = [&env.command, &env.container_id, &env.netns, &env.ifname];
+        for value in values.into_iter().flatten() {
             prop_assert!(value.len() <= MAX_TENANT_TEXT_BYTES);
         }
         prop_assert!(env.path.len() <= CNI_PATH_MAX);
