@@ -30,6 +30,8 @@ pub enum EventKind {
     CriStart = 3,
     /// A [`CriEvent`] written at a RET of a CRI handler (response fields, error flag).
     CriEnd = 4,
+    /// A [`CniOutputEvent`].
+    CniOutput = 5,
 }
 
 /// Why the kernel side reported an exec.
@@ -76,7 +78,28 @@ pub struct TrackedProcess {
     /// Inode number of the mount namespace of the verified runtime binary this process comes
     /// from. An exec by one of its forks in that namespace is the runtime re-executing itself
     /// (`runc init`, runc's cloned binary); in another one it is the container's process.
+    /// For a [`TrackedKind::CniPlugin`]: how many of its writes to standard output were
+    /// reported (at most [`CNI_OUTPUT_WRITES_MAX`]).
     pub runtime_mnt_ns: u32,
+}
+
+/// Most bytes of one write of a CNI plugin to its standard output copied into a
+/// [`CniOutputEvent`]. A plugin prints its result, or its error, as one JSON document there.
+pub const CNI_OUTPUT_MAX_BYTES: usize = 1024;
+/// Most writes to standard output reported per CNI plugin run.
+pub const CNI_OUTPUT_WRITES_MAX: u32 = 4;
+
+/// A CNI plugin wrote to its standard output (syscalls/sys_enter_write on fd 1).
+#[repr(C)]
+#[derive(Copy, Clone)]
+pub struct CniOutputEvent {
+    pub header: EventHeader,
+    /// Bytes the write was given; more than `len` when the copy was cut.
+    pub count: u64,
+    /// Bytes copied into `data`.
+    pub len: u32,
+    pub _pad: u32,
+    pub data: [u8; CNI_OUTPUT_MAX_BYTES],
 }
 
 /// An executable file as the kernel names it: `inode->i_sb->s_dev` (the kernel's encoding,

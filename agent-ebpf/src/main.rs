@@ -94,6 +94,7 @@ pub(crate) static CRI_CALLS: PerCpuArray<u64> = PerCpuArray::with_max_entries(CR
 
 mod cri;
 mod diag;
+mod output;
 mod process;
 
 pub(crate) fn count_drop(index: u32) {

@@ -302,8 +302,11 @@ pub mod keys {
     pub const CNI_IFNAME: &str = "cni.ifname";
     pub const CNI_NETNS: &str = "cni.netns";
     pub const CNI_CONTAINER_ID: &str = "cni.container_id";
-    /// The plugin's error message (`msg` of the error it printed), when it failed.
+    /// The error a failed plugin printed: its `msg` (and `details`), and its `code`.
     pub const CNI_ERROR_MESSAGE: &str = "cni.error.message";
+    pub const CNI_ERROR_CODE: &str = "cni.error.code";
+    /// The plugin wrote more than the agent keeps of its output.
+    pub const CNI_ERROR_MESSAGE_TRUNCATED: &str = "nodetrace.cni.error.message.truncated";
     /// The `CNI_*` variables were cut at the kernel side's bound.
     pub const CNI_ENV_TRUNCATED: &str = "nodetrace.cni.env.truncated";
 }

@@ -410,6 +410,9 @@ async fn a_cri_daemons_forks_with_cni_variables_are_cni_plugins() {
         return;
     };
     let (probes, rx) = (&mut traced.probes, &mut traced.events);
+    // What plugins write to their standard output (`--cni-error-messages`).
+    probes.capture_cni_output().expect("attach sys_enter_write");
+    assert_eq!(probes.attached().len(), 4);
     let dir = tempfile::tempdir().expect("temp dir");
     let bin = dir.path().join("cni-bin");
     copy_as("/bin/sh", &bin, "bridge");
@@ -419,13 +422,13 @@ async fn a_cri_daemons_forks_with_cni_variables_are_cni_plugins() {
         .set_runtime_binaries(&BTreeSet::from([key_of(&runc)]))
         .expect("allowlist");
     let bin = bin.to_str().expect("utf-8 path");
-    // The plugin runs its IPAM plugin, then fails. An entry longer than the kernel side's
+    // The plugin runs its IPAM plugin, which writes to its standard output, then fails. An entry longer than the kernel side's
     // piece (2 KiB) sits before the CNI variables (`Command` sorts the environment by name).
     let plugin = format!(
         "AAA_LONG=$(printf '%05000d' 0) CNI_COMMAND=ADD CNI_CONTAINERID=sandbox-1 \
          CNI_NETNS=/var/run/netns/cni-1 CNI_IFNAME=eth0 CNI_PATH={bin} \
          CNI_ARGS='IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-0;K8S_POD_UID=u-1' \
-         {bin}/bridge -c '{bin}/host-local -c \"exit 0\"; exit 3'"
+         {bin}/bridge -c '{bin}/host-local -c \"echo ipam-said\"; exit 3'"
     );
     // 300 entries before CNI_COMMAND: more than the kernel side examines.
     let crowded: String = (0..300).map(|i| format!("A{i:03}=x ")).collect();
@@ -493,6 +496,18 @@ async fn a_cri_daemons_forks_with_cni_variables_are_cni_plugins() {
     assert_eq!(delegate.filename, format!("{bin}/host-local"));
     assert_eq!(delegate.ppid, caller.tgid, "run by the plugin");
     assert!(delegate.argv.iter().any(|v| v == "CNI_COMMAND=ADD"));
+    // What a plugin writes to its standard output, where a plugin prints its error.
+    let outputs: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            KernelEvent::CniOutput(x) => Some(x.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(outputs.len(), 1, "{outputs:#?}");
+    assert_eq!(outputs[0].tgid, delegate.tgid);
+    assert_eq!(outputs[0].data, b"ipam-said\n");
+    assert!(!outputs[0].cut);
     let exit_of = |tgid: u32| {
         events.iter().find_map(|e| match e {
             KernelEvent::Exit(x) if x.tgid == tgid => Some(x.clone()),

@@ -23,9 +23,10 @@ use nodetrace::oci::{
     Runtime, Signal, bundle_dir, container_info, parse_proc_cgroup,
 };
 use nodetrace_common::{
-    ARGV_MAX_ARGS, ARGV_MAX_BYTES, CRI_FLAG_ERROR, CRI_STR_MAX, CRI_STR_SLOTS, CriEvent, CriMethod,
-    EXEC_FLAG_ARGV_IS_CNI_ENV, EXEC_FLAG_ARGV_TRUNCATED, EventHeader, EventKind, ExecEvent,
-    ExecRole, ExitEvent, FILENAME_MAX_BYTES, TrackedKind,
+    ARGV_MAX_ARGS, ARGV_MAX_BYTES, CNI_OUTPUT_MAX_BYTES, CRI_FLAG_ERROR, CRI_STR_MAX,
+    CRI_STR_SLOTS, CniOutputEvent, CriEvent, CriMethod, EXEC_FLAG_ARGV_IS_CNI_ENV,
+    EXEC_FLAG_ARGV_TRUNCATED, EventHeader, EventKind, ExecEvent, ExecRole, ExitEvent,
+    FILENAME_MAX_BYTES, TrackedKind,
 };
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -1064,6 +1065,10 @@ fn check_decoded(bytes: &[u8]) -> Result<(), TestCaseError> {
             prop_assert!(cri.strings.iter().all(|s| s.len() <= 3 * CRI_STR_MAX));
             size_of::<CriEvent>()
         }
+        KernelEvent::CniOutput(output) => {
+            prop_assert!(output.data.len() <= CNI_OUTPUT_MAX_BYTES);
+            size_of::<CniOutputEvent>()
+        }
     };
     prop_assert!(bytes.len() >= size);
     prop_assert!(
@@ -1078,7 +1083,7 @@ proptest! {
 
     #[test]
     fn records_of_arbitrary_bytes_of_any_length_never_panic(
-        kind in prop_oneof![1u32..=4, any::<u32>()],
+        kind in prop_oneof![1u32..=5, any::<u32>()],
         len in record_length(),
         fill in any::<u8>(),
         seed in prop::collection::vec(any::<u8>(), 0..64),

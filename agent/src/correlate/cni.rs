@@ -10,11 +10,15 @@
 //! the pod's name and namespace and arrive through a byte buffer: they are parsed as untrusted
 //! text (bounded, lossy, never failing). STATUS and GC runs (a kubelet's status polls make the
 //! runtime ask every plugin for its STATUS) are about no pod: they are counted, not traced.
+//!
+//! A plugin prints its result, or its error (`{"code": 11, "msg": "..."}`), as JSON on its
+//! standard output; the kernel side copies what it writes there, and the span of a plugin that
+//! failed carries the error's message.
 
 use std::{collections::HashMap, path::Path, sync::atomic::Ordering};
 
 use crate::{
-    ebpf::{ExecRecord, ExitRecord},
+    ebpf::{CniOutputRecord, ExecRecord, ExitRecord},
     model::{Attribute, PodRef, Span, SpanId, SpanKind, SpanStatus, TraceId, capped, keys},
     oci::ContainerCache,
 };
@@ -22,14 +26,16 @@ use crate::{
 use super::{Correlator, NodeView};
 
 /// Most plugin runs remembered between exec and exit, and most bytes they may hold (a run
-/// holds its span so far: about 1.5 KiB, at most ~8 KiB with every value at its cap); the
-/// oldest are forgotten beyond.
+/// holds its span so far, about 1.5 KiB, at most ~8 KiB with every value at its cap, and room
+/// for its output); the oldest are forgotten beyond.
 const PENDING_MAX: usize = 1024;
-const PENDING_MAX_BYTES: usize = 4 << 20;
+const PENDING_MAX_BYTES: usize = 6 << 20;
 /// Most `key=value` pairs of `CNI_ARGS` looked at.
 const CNI_ARGS_MAX: usize = 32;
 /// Most directories of `CNI_PATH` kept.
 const CNI_PATH_MAX: usize = 16;
+/// Most bytes of a plugin's standard output kept (its error is one JSON document, well under).
+const OUTPUT_MAX_BYTES: usize = 2048;
 
 /// What the `CNI_*` variables of a plugin run say.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -142,13 +148,54 @@ struct CniRun {
     /// The span as far as the exec tells it (its parent chosen); `None` for a run that makes
     /// no span (STATUS, GC).
     span: Option<Span>,
+    /// What the plugin wrote to its standard output, at most [`OUTPUT_MAX_BYTES`].
+    output: Vec<u8>,
+    /// More was written than `output` holds.
+    output_cut: bool,
 }
 
 impl CniRun {
-    /// About how many bytes the run holds.
+    /// About how many bytes the run holds, the room its output may take included (so that the
+    /// figure does not change while the run is remembered).
     fn approx_bytes(&self) -> usize {
-        size_of::<Self>() + self.span.as_ref().map_or(0, Span::approx_bytes)
+        size_of::<Self>()
+            + self
+                .span
+                .as_ref()
+                .map_or(0, |span| span.approx_bytes() + OUTPUT_MAX_BYTES)
     }
+}
+
+/// What a failed plugin said: the `msg` (and `details`) of the CNI error it printed, with its
+/// `code`, else its output as one line of text; cut to
+/// [`crate::model::MAX_TENANT_TEXT_BYTES`].
+pub(crate) fn error_message(output: &[u8]) -> Option<(String, Option<i64>)> {
+    #[derive(serde::Deserialize)]
+    struct CniError {
+        code: Option<i64>,
+        msg: Option<String>,
+        details: Option<String>,
+    }
+    let text = String::from_utf8_lossy(output);
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    if let Ok(CniError { code, msg, details }) = serde_json::from_str::<CniError>(text)
+        && let Some(msg) = msg.filter(|m| !m.trim().is_empty())
+    {
+        let message = match details.filter(|d| !d.trim().is_empty()) {
+            Some(details) => format!("{}: {}", msg.trim(), details.trim()),
+            None => msg.trim().to_owned(),
+        };
+        return Some((capped(&one_line(&message)), code));
+    }
+    Some((capped(&one_line(text)), None))
+}
+
+/// `text` with its runs of whitespace (newlines included) made one space.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// The plugin runs in progress.
@@ -178,6 +225,20 @@ impl CniRuns {
     #[cfg(test)]
     pub(super) fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Adds what run `tgid` wrote to its standard output (nothing for a run without a span).
+    fn add_output(&mut self, tgid: u32, data: &[u8], cut: bool) {
+        let Some(run) = self.runs.get_mut(&tgid) else {
+            return;
+        };
+        if run.span.is_none() {
+            return;
+        }
+        let room = OUTPUT_MAX_BYTES.saturating_sub(run.output.len());
+        let kept = &data[..data.len().min(room)];
+        run.output.extend_from_slice(kept);
+        run.output_cut |= cut || kept.len() < data.len();
     }
 
     fn remove(&mut self, tgid: u32) -> Option<CniRun> {
@@ -247,9 +308,16 @@ impl<N: NodeView> Correlator<N> {
             CniRun {
                 exec_ktime_ns: exec.ktime_ns,
                 span,
+                output: Vec::new(),
+                output_cut: false,
             },
         );
         self.stats.evicted.fetch_add(evicted, Ordering::Relaxed);
+    }
+
+    /// A CNI plugin wrote to its standard output.
+    pub(super) fn on_cni_output(&mut self, output: &CniOutputRecord) {
+        self.cni.add_output(output.tgid, &output.data, output.cut);
     }
 
     /// A CNI plugin run ended: its span, unless it makes none.
@@ -274,13 +342,27 @@ impl<N: NodeView> Correlator<N> {
             span.attributes
                 .push(Attribute::int(keys::PROCESS_EXIT_SIGNAL, i64::from(signal)));
         }
-        span.status = match (exit.exit_status, exit.signal) {
-            (Some(0), _) | (None, None) => SpanStatus::Unset,
-            (Some(code), _) => {
-                SpanStatus::Error(format!("{} exited with status {code}", span.name))
-            }
-            (None, Some(signal)) => {
-                SpanStatus::Error(format!("{} was killed by signal {signal}", span.name))
+        let failure = match (exit.exit_status, exit.signal) {
+            (Some(0), _) | (None, None) => None,
+            (Some(code), _) => Some(format!("{} exited with status {code}", span.name)),
+            (None, Some(signal)) => Some(format!("{} was killed by signal {signal}", span.name)),
+        };
+        // The output of a plugin that succeeded is its result (addresses, routes): not kept.
+        span.status = match (failure, error_message(&run.output)) {
+            (None, _) => SpanStatus::Unset,
+            (Some(failure), None) => SpanStatus::Error(failure),
+            (Some(failure), Some((message, code))) => {
+                span.attributes
+                    .push(Attribute::str(keys::CNI_ERROR_MESSAGE, message.clone()));
+                if let Some(code) = code {
+                    span.attributes
+                        .push(Attribute::int(keys::CNI_ERROR_CODE, code));
+                }
+                if run.output_cut {
+                    span.attributes
+                        .push(Attribute::bool(keys::CNI_ERROR_MESSAGE_TRUNCATED, true));
+                }
+                SpanStatus::Error(format!("{failure}: {message}"))
             }
         };
         Some(span)

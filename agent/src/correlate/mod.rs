@@ -221,6 +221,10 @@ impl<N: NodeView> Correlator<N> {
                 self.on_cni_exit(&exit)
             }
             KernelEvent::Exit(exit) => self.on_exit(&exit),
+            KernelEvent::CniOutput(output) => {
+                self.on_cni_output(&output);
+                return None;
+            }
             KernelEvent::CriStart(start) => {
                 self.cri.on_start(&start, &self.clock, &mut self.containers);
                 return None;

@@ -1,8 +1,9 @@
 //! Owned, validated forms of the ring-buffer records defined in `nodetrace-common`.
 
 use nodetrace_common::{
-    ARGV_MAX_ARGS, CRI_FLAG_ERROR, CRI_STR_SLOTS, CriEvent, CriMethod, EXEC_FLAG_ARGV_IS_CNI_ENV,
-    EXEC_FLAG_ARGV_TRUNCATED, EventHeader, EventKind, ExecEvent, ExecRole, ExitEvent, TrackedKind,
+    ARGV_MAX_ARGS, CRI_FLAG_ERROR, CRI_STR_SLOTS, CniOutputEvent, CriEvent, CriMethod,
+    EXEC_FLAG_ARGV_IS_CNI_ENV, EXEC_FLAG_ARGV_TRUNCATED, EventHeader, EventKind, ExecEvent,
+    ExecRole, ExitEvent, TrackedKind,
 };
 
 use super::EbpfError;
@@ -53,6 +54,18 @@ pub struct CriRecord {
     pub numbers: [u64; 2],
 }
 
+/// A CNI plugin wrote to its standard output (its result or its error, as JSON).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CniOutputRecord {
+    pub tgid: u32,
+    pub ktime_ns: u64,
+    /// What was written, at most `nodetrace_common::CNI_OUTPUT_MAX_BYTES`: bytes the plugin
+    /// chose, not text yet.
+    pub data: Vec<u8>,
+    /// The write was longer than `data`.
+    pub cut: bool,
+}
+
 /// One decoded ring-buffer record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KernelEvent {
@@ -60,6 +73,7 @@ pub enum KernelEvent {
     Exit(ExitRecord),
     CriStart(CriRecord),
     CriEnd(CriRecord),
+    CniOutput(CniOutputRecord),
 }
 
 impl KernelEvent {
@@ -70,6 +84,7 @@ impl KernelEvent {
             Self::Exec(exec) => exec.strings_bytes(),
             Self::Exit(_) => 0,
             Self::CriStart(cri) | Self::CriEnd(cri) => cri.strings.iter().map(String::len).sum(),
+            Self::CniOutput(output) => output.data.len(),
         };
         size_of::<Self>() + strings
     }
@@ -120,6 +135,9 @@ pub fn parse_record(bytes: &[u8]) -> Result<KernelEvent, EbpfError> {
         }
         k if k == EventKind::CriEnd as u32 => {
             parse_cri(&read::<CriEvent>(bytes)?).map(KernelEvent::CriEnd)
+        }
+        k if k == EventKind::CniOutput as u32 => {
+            parse_cni_output(&read::<CniOutputEvent>(bytes)?).map(KernelEvent::CniOutput)
         }
         other => Err(bad(format!("unknown event kind {other}"))),
     }
@@ -197,6 +215,19 @@ fn parse_exit(e: &ExitEvent) -> Result<ExitRecord, EbpfError> {
         exit_status: (signal == 0).then_some(((e.exit_code >> 8) & 0xff) as i32),
         signal: (signal != 0).then_some(signal),
         tracked,
+    })
+}
+
+fn parse_cni_output(e: &CniOutputEvent) -> Result<CniOutputRecord, EbpfError> {
+    let data = e
+        .data
+        .get(..e.len as usize)
+        .ok_or_else(|| bad(format!("CNI output length {} out of bounds", e.len)))?;
+    Ok(CniOutputRecord {
+        tgid: e.header.tgid,
+        ktime_ns: e.header.ktime_ns,
+        data: data.to_vec(),
+        cut: e.count > u64::from(e.len),
     })
 }
 
@@ -307,6 +338,48 @@ mod tests {
         let flagged_runtime = exec_bytes(variables, b"x", EXEC_FLAG_ARGV_IS_CNI_ENV);
         assert!(parse_record(&flagged_runtime).is_err());
         assert!(parse_record(&unflagged).is_ok());
+    }
+
+    #[test]
+    fn decodes_a_cni_plugins_output_and_whether_it_was_cut() {
+        let mut event = CniOutputEvent {
+            header: EventHeader {
+                kind: EventKind::CniOutput as u32,
+                tgid: 8,
+                ktime_ns: 3,
+            },
+            count: 5000,
+            len: 4,
+            _pad: 0,
+            data: [0; nodetrace_common::CNI_OUTPUT_MAX_BYTES],
+        };
+        event.data[..4].copy_from_slice(b"{}\n\0");
+        let bytes = |e: &CniOutputEvent| {
+            // SAFETY: viewing a plain-data struct as bytes.
+            unsafe {
+                std::slice::from_raw_parts(
+                    (&raw const *e).cast::<u8>(),
+                    size_of::<CniOutputEvent>(),
+                )
+            }
+            .to_vec()
+        };
+        let KernelEvent::CniOutput(output) = parse_record(&bytes(&event)).expect("valid") else {
+            panic!("not CNI output");
+        };
+        assert_eq!((output.tgid, output.ktime_ns), (8, 3));
+        assert_eq!(output.data, b"{}\n\0");
+        assert!(output.cut, "5000 bytes written, 4 copied");
+        event.count = 4;
+        let KernelEvent::CniOutput(output) = parse_record(&bytes(&event)).expect("valid") else {
+            panic!("not CNI output");
+        };
+        assert!(!output.cut);
+        event.len = nodetrace_common::CNI_OUTPUT_MAX_BYTES as u32 + 1;
+        assert!(
+            parse_record(&bytes(&event)).is_err(),
+            "a length beyond the buffer"
+        );
     }
 
     #[test]

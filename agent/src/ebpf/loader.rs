@@ -25,6 +25,13 @@ pub const TRACEPOINTS: [(&str, &str, &str); 3] = [
     ("sched_process_exit", "sched", "sched_process_exit"),
 ];
 
+/// (program name, category, tracepoint name) of the program that copies what CNI plugins
+/// write to their standard output (their error messages), attached on request only: every
+/// write on the node runs it, and an attached syscall tracepoint slows every syscall's entry
+/// and exit a little (see `--cni-error-messages`).
+pub const CNI_OUTPUT_TRACEPOINT: (&str, &str, &str) =
+    ("sys_enter_write", "syscalls", "sys_enter_write");
+
 /// Counters of what the kernel side could not report.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct KernelDrops {
@@ -126,6 +133,25 @@ impl KernelProbes {
             source,
         })?;
         Ok((Self { ebpf, attached }, events))
+    }
+
+    /// Attaches the program that copies what CNI plugins write to their standard output, so
+    /// that a failed plugin's span says why (syscall tracepoints need
+    /// `CONFIG_FTRACE_SYSCALLS`).
+    pub fn capture_cni_output(&mut self) -> Result<(), EbpfError> {
+        let (name, category, tracepoint) = CNI_OUTPUT_TRACEPOINT;
+        let program: &mut TracePoint = program(&mut self.ebpf, name)?;
+        let program_error = |source| EbpfError::Program {
+            name: name.to_owned(),
+            source,
+        };
+        program.load().map_err(program_error)?;
+        program
+            .attach(category, tracepoint)
+            .map_err(program_error)?;
+        self.attached
+            .push(format!("tracepoint/{category}/{tracepoint}"));
+        Ok(())
     }
 
     /// The reader of the programs' diagnostics (`--ebpf-log-level` above off).

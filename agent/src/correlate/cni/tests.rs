@@ -4,7 +4,7 @@
 use super::*;
 use crate::{
     correlate::{Correlator, CorrelatorConfig, NodeView},
-    ebpf::{CriRecord, KernelEvent, WallClock},
+    ebpf::{CniOutputRecord, CriRecord, KernelEvent, WallClock},
     model::MAX_TENANT_TEXT_BYTES,
 };
 use nodetrace_common::{CriMethod, ExecRole, TrackedKind, cri_slots};
@@ -556,9 +556,16 @@ fn plugin_runs_in_progress_are_bounded() {
             variables("ADD"),
         ));
     }
-    assert_eq!(c.cni.runs.len(), PENDING_MAX);
+    let kept = c.cni.runs.len();
+    assert!(
+        kept <= PENDING_MAX && kept > PENDING_MAX / 2,
+        "{kept} runs kept"
+    );
     assert!(c.cni.bytes() <= PENDING_MAX_BYTES);
-    assert_eq!(c.stats().evicted.load(Ordering::Relaxed), 100);
+    assert_eq!(
+        c.stats().evicted.load(Ordering::Relaxed),
+        u64::from(total) - kept as u64
+    );
     assert_eq!(
         c.on_event(plugin_exit(10_000, 1, Some(0), None)),
         None,
@@ -585,4 +592,145 @@ fn plugin_runs_in_progress_are_bounded() {
     ));
     let span = c.on_event(plugin_exit(5, 3, Some(0), None)).expect("span");
     assert_eq!(span.name, "CNI ADD loopback");
+}
+
+fn plugin_output(tgid: u32, data: &[u8], cut: bool) -> KernelEvent {
+    KernelEvent::CniOutput(CniOutputRecord {
+        tgid,
+        ktime_ns: 1,
+        data: data.to_vec(),
+        cut,
+    })
+}
+
+#[test]
+fn a_plugins_error_is_read_from_its_json_else_as_text() {
+    let error = br#"{"cniVersion":"1.0.0","code":11,"msg":"failed to allocate for range 0","details":"no IP addresses available in range set"}"#;
+    assert_eq!(
+        error_message(error),
+        Some((
+            "failed to allocate for range 0: no IP addresses available in range set".to_owned(),
+            Some(11)
+        ))
+    );
+    assert_eq!(
+        error_message(b"\n {\"code\": 7, \"msg\": \"bad\\nconfig\"}\n"),
+        Some(("bad config".to_owned(), Some(7)))
+    );
+    // Not a CNI error: the text, on one line.
+    assert_eq!(
+        error_message(b"panic: oops\n\ngoroutine 1 [running]:\n"),
+        Some(("panic: oops goroutine 1 [running]:".to_owned(), None))
+    );
+    assert_eq!(
+        error_message(br#"{"code": 3}"#),
+        Some((r#"{"code": 3}"#.to_owned(), None)),
+        "an error without a message is shown as written"
+    );
+    assert_eq!(error_message(b" \n\t"), None);
+    assert_eq!(error_message(b""), None);
+    let (garbage, _) = error_message(&[0xff, 0xfe, b'{', 0]).expect("some text");
+    assert!(garbage.contains('\u{fffd}'));
+    let (long, _) = error_message(&[b'x'; 4096]).expect("text");
+    assert!(long.len() <= MAX_TENANT_TEXT_BYTES);
+}
+
+#[test]
+fn a_failed_plugin_says_why_and_a_successful_ones_result_is_not_kept() {
+    let mut c = correlator();
+    c.on_event(plugin_exec(
+        50,
+        DAEMON,
+        20_000,
+        "/opt/cni/bin/bridge",
+        variables("ADD"),
+    ));
+    c.on_event(plugin_exec(
+        51,
+        50,
+        30_000,
+        "/opt/cni/bin/host-local",
+        variables("ADD"),
+    ));
+    // The error arrives in two writes.
+    c.on_event(plugin_output(
+        51,
+        br#"{"code":11,"msg":"no IP addresses "#,
+        false,
+    ));
+    c.on_event(plugin_output(51, br#"available in range set"}"#, false));
+    let ipam = c
+        .on_event(plugin_exit(51, 40_000, Some(1), None))
+        .expect("span");
+    assert_eq!(
+        ipam.status,
+        SpanStatus::Error(
+            "CNI ADD host-local exited with status 1: no IP addresses available in range set"
+                .to_owned()
+        )
+    );
+    assert_eq!(
+        ipam.attr_str(keys::CNI_ERROR_MESSAGE),
+        Some("no IP addresses available in range set")
+    );
+    assert_eq!(ipam.attr_int(keys::CNI_ERROR_CODE), Some(11));
+    assert!(
+        !ipam
+            .attributes
+            .iter()
+            .any(|a| a.key == keys::CNI_ERROR_MESSAGE_TRUNCATED)
+    );
+
+    c.on_event(plugin_output(
+        50,
+        br#"{"cniVersion":"1.0.0","ips":[{"address":"10.0.0.2/24"}]}"#,
+        false,
+    ));
+    let bridge = c
+        .on_event(plugin_exit(50, 50_000, Some(0), None))
+        .expect("span");
+    assert_eq!(bridge.status, SpanStatus::Unset);
+    assert_eq!(bridge.attr_str(keys::CNI_ERROR_MESSAGE), None);
+    assert!(
+        !bridge
+            .attributes
+            .iter()
+            .any(|a| span_text(a).contains("10.0.0.2"))
+    );
+
+    // Output beyond the bound is cut and said so; output of a run without a span, or of no
+    // run, is dropped.
+    c.on_event(plugin_exec(
+        52,
+        DAEMON,
+        60_000,
+        "/opt/cni/bin/bridge",
+        variables("ADD"),
+    ));
+    for _ in 0..3 {
+        c.on_event(plugin_output(52, &[b'x'; 1024], false));
+    }
+    let cut = c
+        .on_event(plugin_exit(52, 70_000, Some(1), None))
+        .expect("span");
+    assert!(
+        cut.attributes
+            .iter()
+            .any(|a| a.key == keys::CNI_ERROR_MESSAGE_TRUNCATED)
+    );
+    c.on_event(plugin_exec(
+        53,
+        DAEMON,
+        80_000,
+        "/opt/cni/bin/bridge",
+        variables("STATUS"),
+    ));
+    c.on_event(plugin_output(53, b"{}", false));
+    c.on_event(plugin_output(999, b"{}", false));
+    assert_eq!(c.on_event(plugin_exit(53, 90_000, Some(1), None)), None);
+    assert_eq!(c.cni.bytes(), 0);
+}
+
+fn span_text(attribute: &crate::model::Attribute) -> String {
+    format!("{:?}", attribute.value)
 }
