@@ -7,7 +7,8 @@
 //!    host-local`, the IPAM plugin bridge runs) and `CNI ADD loopback`, each with the plugin,
 //!    command, interface, network namespace, sandbox and pod, and exit code 0.
 //! 2. Pod B finds the range full: host-local fails, so does bridge, and containerd undoes the
-//!    ADD with a DEL; RunPodSandbox fails. The failed plugins are error spans that say so.
+//!    ADD with a DEL; RunPodSandbox fails. The failed plugins are error spans with the exit
+//!    code and the error the plugin printed.
 //! 3. Pod A stops: its StopPodSandbox has `CNI DEL bridge` with `CNI DEL host-local` under it.
 //!
 //! Needs root and the runtimes `cargo xtask setup` builds (NODETRACE_RUNTIMES_DIR, which
@@ -237,6 +238,7 @@ async fn cni_plugin_runs_hang_under_the_sandbox_calls_that_ran_them() {
             "--node-name=e2e-node".to_owned(),
             format!("--btf={VMLINUX_BTF}"),
             format!("--oci-runtime-binary={}", runc.display()),
+            "--cni-error-messages".to_owned(),
         ],
         Ready::Components {
             names: &["cri"],
@@ -368,10 +370,21 @@ async fn cni_plugin_runs_hang_under_the_sandbox_calls_that_ran_them() {
             Some("true"),
             "{plugin} failed"
         );
+        // The error the plugin printed: host-local's own, which bridge passes on.
         let status = tag(span, "otel.status_description").unwrap_or_default();
         assert!(
-            status.contains("exited with status 1"),
+            status.contains("exited with status 1: ")
+                && status.contains("no IP addresses available in range set"),
             "{plugin}'s status says why: {status}"
+        );
+        let message = tag(span, "cni.error.message").unwrap_or_default();
+        assert!(
+            message.contains("no IP addresses available in range set"),
+            "{plugin}'s error message: {message}"
+        );
+        assert!(
+            tag(span, "cni.error.code").is_some(),
+            "{plugin}'s error code"
         );
     }
     assert_eq!(parent_of(bridge), Some(run.span_id.to_hex()));
