@@ -35,6 +35,8 @@ pub enum EventKind {
     KubeletStart = 5,
     /// A [`CriEvent`] written at a RET of a probed kubelet function (error flag only).
     KubeletEnd = 6,
+    /// A [`CniOutputEvent`].
+    CniOutput = 7,
 }
 
 /// Why the kernel side reported an exec.
@@ -45,6 +47,10 @@ pub enum ExecRole {
     Runtime = 1,
     /// The first exec of a process that an OCI runtime started: the container's own process.
     ContainerProcess = 2,
+    /// A CNI plugin run by the CRI runtime daemon (or by another plugin, which delegates to it):
+    /// a fork of either whose environment holds `CNI_COMMAND=`. Its argument buffer holds the
+    /// `CNI_*` entries of its environment instead of its argv ([`EXEC_FLAG_ARGV_IS_CNI_ENV`]).
+    CniPlugin = 3,
 }
 
 /// What the kernel side remembers about a followed process (value of the tracked map).
@@ -57,6 +63,15 @@ pub enum TrackedKind {
     RuntimeChild = 2,
     /// A container process whose first exec was reported; its later execs are not.
     ContainerProcess = 3,
+    /// The CRI runtime daemon (containerd, CRI-O), put in the map by the agent when it finds
+    /// the process serving the CRI socket. Its forks are followed to their exec.
+    CriDaemon = 4,
+    /// A fork of the CRI runtime daemon or of a CNI plugin that has not exec'd yet. At its
+    /// exec it becomes a CNI plugin (its environment holds `CNI_COMMAND=`), an OCI runtime
+    /// (an allowlisted binary), or is forgotten (a shim, a mount helper, ...).
+    CriDaemonChild = 5,
+    /// A CNI plugin whose exec was reported; its later execs are not, its forks are followed.
+    CniPlugin = 6,
 }
 
 /// What the kernel side remembers of a followed process (value of the tracked map).
@@ -68,7 +83,28 @@ pub struct TrackedProcess {
     /// Inode number of the mount namespace of the verified runtime binary this process comes
     /// from. An exec by one of its forks in that namespace is the runtime re-executing itself
     /// (`runc init`, runc's cloned binary); in another one it is the container's process.
+    /// For a [`TrackedKind::CniPlugin`]: how many of its writes to standard output were
+    /// reported (at most [`CNI_OUTPUT_WRITES_MAX`]).
     pub runtime_mnt_ns: u32,
+}
+
+/// Most bytes of one write of a CNI plugin to its standard output copied into a
+/// [`CniOutputEvent`]. A plugin prints its result, or its error, as one JSON document there.
+pub const CNI_OUTPUT_MAX_BYTES: usize = 1024;
+/// Most writes to standard output reported per CNI plugin run.
+pub const CNI_OUTPUT_WRITES_MAX: u32 = 4;
+
+/// A CNI plugin wrote to its standard output (syscalls/sys_enter_write on fd 1).
+#[repr(C)]
+#[derive(Copy, Clone)]
+pub struct CniOutputEvent {
+    pub header: EventHeader,
+    /// Bytes the write was given; more than `len` when the copy was cut.
+    pub count: u64,
+    /// Bytes copied into `data`.
+    pub len: u32,
+    pub _pad: u32,
+    pub data: [u8; CNI_OUTPUT_MAX_BYTES],
 }
 
 /// An executable file as the kernel names it: `inode->i_sb->s_dev` (the kernel's encoding,
@@ -99,6 +135,17 @@ impl BinaryKey {
 pub const EXEC_FLAG_ARGV_TRUNCATED: u32 = 1;
 /// Flag in [`ExecEvent::flags`]: the executable path was longer than [`FILENAME_MAX_BYTES`].
 pub const EXEC_FLAG_FILENAME_TRUNCATED: u32 = 2;
+/// Flag in [`ExecEvent::flags`]: `argv` holds the `CNI_*` entries of the process's environment
+/// (NUL-separated, in their order there), not its arguments. Set with [`ExecRole::CniPlugin`].
+pub const EXEC_FLAG_ARGV_IS_CNI_ENV: u32 = 4;
+
+/// Most environment entries the exec program looks at in a fork of the CRI runtime daemon
+/// (or of a CNI plugin) for `CNI_COMMAND=`; an environment with more is not examined further
+/// (counted as [`COUNT_CNI_ENV_CUT`]).
+pub const CNI_ENV_ENTRIES_MAX: u32 = 256;
+/// Bytes of [`ExecEvent::argv`] that the kept `CNI_*` entries may fill; each entry is read
+/// in pieces of at most this many bytes, into the rest of the buffer.
+pub const CNI_ENV_KEEP_BYTES: usize = ARGV_MAX_BYTES / 2;
 
 /// Common start of every ring-buffer record.
 #[repr(C)]
@@ -155,6 +202,10 @@ pub const COUNT_RUNTIME_LOOKALIKE: u32 = 3;
 /// Index of the counter of container processes not reported because their cgroup had used
 /// its event budget ([`EventBudget`]).
 pub const DROP_CGROUP_BUDGET: u32 = 4;
+/// Index of the counter of forks of the CRI runtime daemon (or of a CNI plugin) whose
+/// environment was too long to examine whole ([`CNI_ENV_ENTRIES_MAX`] entries), or whose `CNI_*`
+/// entries did not all fit in the event: a CNI plugin may have been missed or cut.
+pub const COUNT_CNI_ENV_CUT: u32 = 5;
 /// Number of counters in the drop-counter map.
 pub const DROP_COUNTERS: u32 = 8;
 
@@ -212,6 +263,10 @@ pub struct KernelOffsets {
     pub mm_arg_start: u32,
     /// `mm_struct.arg_end`
     pub mm_arg_end: u32,
+    /// `mm_struct.env_start`
+    pub mm_env_start: u32,
+    /// `mm_struct.env_end`
+    pub mm_env_end: u32,
     /// `mm_struct.exe_file`
     pub mm_exe_file: u32,
     /// `file.f_inode`

@@ -3,10 +3,11 @@
 //! one ring buffer.
 //!
 //! Only runtime binaries, their forks, and the first exec of such a fork outside the runtime's
-//! mount namespace (the container's own process) are followed. A runtime binary is known by
-//! what it is, the device and inode of the executable, from an allowlist the agent fills; its
-//! command name (runc, crun, youki) is only a cheap first look, so every other exec costs one
-//! hash lookup and a comparison of the command name.
+//! mount namespace (the container's own process) are followed, and the CRI runtime daemon's
+//! forks until they exec (those that run a CNI plugin are followed on, with their forks). A
+//! runtime binary is known by what it is, the device and inode of the executable, from an
+//! allowlist the agent fills; its command name (runc, crun, youki) is only a cheap first look,
+//! so every other exec costs one hash lookup and a comparison of the command name.
 #![no_std]
 #![no_main]
 
@@ -29,6 +30,8 @@ pub(crate) static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
     task_exit_code: 0,
     mm_arg_start: 0,
     mm_arg_end: 0,
+    mm_env_start: 0,
+    mm_env_end: 0,
     mm_exe_file: 0,
     file_inode: 0,
     inode_ino: 0,
@@ -64,6 +67,13 @@ pub(crate) static TRACKED: HashMap<u32, TrackedProcess> =
 pub(crate) static RUNTIME_BINARIES: HashMap<BinaryKey, u32> =
     HashMap::with_max_entries(RUNTIME_BINARIES_MAX, 0);
 
+/// Where the exec program keeps its place while it walks a process's environment (one per
+/// CPU). In memory rather than in registers so that the verifier sees every iteration end in
+/// the same state and verifies the loop body about once, not once per path and iteration.
+#[map]
+pub(crate) static ENV_WALK: PerCpuArray<process::EnvWalkState> =
+    PerCpuArray::with_max_entries(1, 0);
+
 /// Per-CPU drop counters, indexed by `DROP_*`.
 #[map]
 static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_COUNTERS, 0);
@@ -95,6 +105,7 @@ pub(crate) static KUBELET_INFLIGHT: LruHashMap<CriCallKey, CriInflight> =
 mod cri;
 mod diag;
 mod kubelet;
+mod output;
 mod process;
 
 pub(crate) fn count_drop(index: u32) {

@@ -1,5 +1,6 @@
 //! Exec, fork and exit tracepoints: follow OCI runtime processes (known by their executable's
-//! device and inode) and the container processes they start.
+//! device and inode) and the container processes they start, and the CNI plugins the CRI
+//! runtime daemon runs (its forks whose environment holds `CNI_COMMAND=`).
 
 use aya_ebpf::{
     EbpfContext as _,
@@ -7,19 +8,21 @@ use aya_ebpf::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
         bpf_probe_read_kernel_str_bytes, bpf_probe_read_user_str_bytes,
-        generated::bpf_probe_read_user,
+        generated::{bpf_probe_read_user, bpf_probe_read_user_str},
     },
     macros::tracepoint,
     programs::TracePointContext,
 };
 use nodetrace_common::{
-    ARGV_MAX_BYTES, BinaryKey, COUNT_RUNTIME_LOOKALIKE, DROP_CGROUP_BUDGET, DROP_RINGBUF_FULL,
-    DROP_TRACKED_MAP_FULL, EXEC_FLAG_ARGV_TRUNCATED, EventHeader, EventKind, ExecEvent, ExecRole,
-    ExitEvent, KernelOffsets, TokenBucket, TrackedKind, TrackedProcess,
+    ARGV_MAX_BYTES, BinaryKey, CNI_ENV_ENTRIES_MAX, CNI_ENV_KEEP_BYTES, COUNT_CNI_ENV_CUT,
+    COUNT_RUNTIME_LOOKALIKE, DROP_CGROUP_BUDGET, DROP_RINGBUF_FULL, DROP_TRACKED_MAP_FULL,
+    EXEC_FLAG_ARGV_IS_CNI_ENV, EXEC_FLAG_ARGV_TRUNCATED, EventHeader, EventKind, ExecEvent,
+    ExecRole, ExitEvent, KernelOffsets, TokenBucket, TrackedKind, TrackedProcess,
 };
 
 use crate::{
-    CGROUP_TOKENS, EVENT_BUDGET, EVENTS, KERNEL_OFFSETS, RUNTIME_BINARIES, TRACKED, count_drop,
+    CGROUP_TOKENS, ENV_WALK, EVENT_BUDGET, EVENTS, KERNEL_OFFSETS, RUNTIME_BINARIES, TRACKED,
+    count_drop,
 };
 
 /// Offset of `filename` (a `__data_loc`) in the sched_process_exec record.
@@ -192,32 +195,34 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i32> {
                 ExecRole::ContainerProcess
             }
         }
+        Some(process) if process.kind == TrackedKind::CriDaemonChild as u32 => {
+            return daemon_child_exec(ctx, tgid, task, &off);
+        }
         Some(_) => return Ok(()),
     };
-    let mm = read_kernel_u64(task, off.task_mm)?;
-    let arg_start = read_kernel_u64(mm, off.mm_arg_start)?;
-    let arg_end = read_kernel_u64(mm, off.mm_arg_end)?;
+    report_runtime_exec(ctx, tgid, task, &off, role)
+}
 
-    let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
-        count_drop(DROP_RINGBUF_FULL);
-        return Ok(());
-    };
-    let event = entry.as_mut_ptr();
+/// Fills what every exec record carries but its argument buffer and flags.
+///
+/// # Safety
+/// `event` points at a reserved, exclusively owned ring-buffer record of the right size.
+#[inline(always)]
+unsafe fn fill_exec_header(
+    event: *mut ExecEvent,
+    ctx: &TracePointContext,
+    tgid: u32,
+    task: u64,
+    off: &KernelOffsets,
+    role: ExecRole,
+) {
     let parent = read_kernel_u64(task, off.task_real_parent).unwrap_or(0);
     let ppid = if parent == 0 {
         0
     } else {
         read_kernel_u32(parent, off.task_tgid).unwrap_or(0)
     };
-    let mut flags = 0;
-    let total = arg_end.saturating_sub(arg_start);
-    let mut len = total;
-    if len > ARGV_MAX_BYTES as u64 {
-        len = ARGV_MAX_BYTES as u64;
-        flags |= EXEC_FLAG_ARGV_TRUNCATED;
-    }
-    // SAFETY: `event` points at a reserved, exclusively owned ring-buffer record of the right
-    // size; every field is written before submit.
+    // SAFETY: the caller's promise; every field is written.
     unsafe {
         (*event).header = EventHeader {
             kind: EventKind::Exec as u32,
@@ -228,6 +233,45 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i32> {
         (*event).role = role as u32;
         (*event).cgroup_id = bpf_get_current_cgroup_id();
         (*event)._pad = 0;
+        let loc: u32 = ctx.read_at(EXEC_FILENAME_LOC).unwrap_or(0);
+        let filename_src = (ctx.as_ptr() as *const u8).add((loc & 0xffff) as usize);
+        let filename = &mut (*event).filename;
+        (*event).filename_len = match bpf_probe_read_kernel_str_bytes(filename_src, filename) {
+            Ok(bytes) => bytes.len() as u32,
+            Err(_) => 0,
+        };
+    }
+}
+
+/// Reports the exec of an OCI runtime or a container process, with its argument block.
+#[inline(always)]
+fn report_runtime_exec(
+    ctx: &TracePointContext,
+    tgid: u32,
+    task: u64,
+    off: &KernelOffsets,
+    role: ExecRole,
+) -> Result<(), i32> {
+    let mm = read_kernel_u64(task, off.task_mm)?;
+    let arg_start = read_kernel_u64(mm, off.mm_arg_start)?;
+    let arg_end = read_kernel_u64(mm, off.mm_arg_end)?;
+
+    let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
+        count_drop(DROP_RINGBUF_FULL);
+        return Ok(());
+    };
+    let event = entry.as_mut_ptr();
+    let mut flags = 0;
+    let total = arg_end.saturating_sub(arg_start);
+    let mut len = total;
+    if len > ARGV_MAX_BYTES as u64 {
+        len = ARGV_MAX_BYTES as u64;
+        flags |= EXEC_FLAG_ARGV_TRUNCATED;
+    }
+    // SAFETY: `event` points at a reserved, exclusively owned ring-buffer record of the right
+    // size; every field is written before submit.
+    unsafe {
+        fill_exec_header(event, ctx, tgid, task, off, role);
         let argv_dst = core::ptr::addr_of_mut!((*event).argv).cast::<u8>();
         let size = (len as u32) & (2 * ARGV_MAX_BYTES as u32 - 1);
         let size = if size > ARGV_MAX_BYTES as u32 {
@@ -240,17 +284,216 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i32> {
         } else {
             (*event).argv_len = size;
         }
-        let loc: u32 = ctx.read_at(EXEC_FILENAME_LOC).unwrap_or(0);
-        let filename_src = (ctx.as_ptr() as *const u8).add((loc & 0xffff) as usize);
-        let filename = &mut (*event).filename;
-        (*event).filename_len = match bpf_probe_read_kernel_str_bytes(filename_src, filename) {
-            Ok(bytes) => bytes.len() as u32,
-            Err(_) => 0,
-        };
         (*event).flags = flags;
     }
     entry.submit(0);
     Ok(())
+}
+
+/// The exec of a fork of the CRI runtime daemon or of a CNI plugin. It is an OCI runtime
+/// (CRI-O runs runc itself) when it runs an allowlisted runtime binary; a CNI plugin when its
+/// environment holds `CNI_COMMAND=` (libcni sets the `CNI_*` variables for every plugin it
+/// runs, and a plugin's delegate inherits them); anything else (a shim, a mount helper) is
+/// forgotten. The environment is the daemon's choice, not a tenant's, and is only copied here:
+/// the agent parses it.
+#[inline(always)]
+fn daemon_child_exec(
+    ctx: &TracePointContext,
+    tgid: u32,
+    task: u64,
+    off: &KernelOffsets,
+) -> Result<(), i32> {
+    // Forgotten unless it is found to be a runtime or a plugin below.
+    let _ = TRACKED.remove(tgid);
+    if comm_is_runtime(&bpf_get_current_comm()?) {
+        if !runs_runtime_binary(task, off) {
+            count_drop(COUNT_RUNTIME_LOOKALIKE);
+            return Ok(());
+        }
+        track(tgid, TrackedKind::Runtime, mount_namespace(task, off)?);
+        return report_runtime_exec(ctx, tgid, task, off, ExecRole::Runtime);
+    }
+    let mm = read_kernel_u64(task, off.task_mm)?;
+    let env_start = read_kernel_u64(mm, off.mm_env_start)?;
+    let env_end = read_kernel_u64(mm, off.mm_env_end)?;
+    // The record is reserved before the walk so that the CNI entries are copied straight into
+    // it; it is discarded when the process is not a plugin.
+    let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
+        count_drop(DROP_RINGBUF_FULL);
+        return Ok(());
+    };
+    let event = entry.as_mut_ptr();
+    // SAFETY: `argv` of the reserved record is ARGV_MAX_BYTES bytes, owned here.
+    let walk = unsafe {
+        cni_environment(
+            core::ptr::addr_of_mut!((*event).argv).cast::<u8>(),
+            env_start,
+            env_end,
+        )
+    };
+    if walk.cut {
+        count_drop(COUNT_CNI_ENV_CUT);
+    }
+    if !walk.command {
+        entry.discard(0);
+        return Ok(());
+    }
+    // Plugins run in the runtime's cgroup: its budget bounds what a flood of pod sandboxes can
+    // put in the ring buffer.
+    // SAFETY: a helper without preconditions.
+    if !take_token(unsafe { bpf_get_current_cgroup_id() }) {
+        entry.discard(0);
+        count_drop(DROP_CGROUP_BUDGET);
+        return Ok(());
+    }
+    track(tgid, TrackedKind::CniPlugin, 0);
+    // SAFETY: as above; every field is written before submit.
+    unsafe {
+        fill_exec_header(event, ctx, tgid, task, off, ExecRole::CniPlugin);
+        (*event).argv_len = walk.used;
+        (*event).flags = EXEC_FLAG_ARGV_IS_CNI_ENV
+            | if walk.cut {
+                EXEC_FLAG_ARGV_TRUNCATED
+            } else {
+                0
+            };
+    }
+    entry.submit(0);
+    Ok(())
+}
+
+/// What [`cni_environment`] found.
+struct EnvWalk {
+    /// Bytes of the buffer the kept `CNI_*` entries fill, NULs included.
+    used: u32,
+    /// An entry starts with `CNI_COMMAND=`.
+    command: bool,
+    /// The environment was not examined to its end, or a `CNI_*` entry did not fit.
+    cut: bool,
+}
+
+/// The place of a walk through an environment (the value of `ENV_WALK`); booleans as 0 or 1.
+#[repr(C)]
+pub(crate) struct EnvWalkState {
+    /// Address of the next byte to read.
+    pos: u64,
+    /// Bytes of the buffer the kept entries fill.
+    used: u64,
+    /// `pos` is the start of an entry (not the middle of a long one).
+    at_start: u64,
+    command: u64,
+    cut: u64,
+}
+
+/// Whether the bytes at `at` start with `prefix`. A shorter string fails at its NUL, which no
+/// prefix holds.
+///
+/// # Safety
+/// `at` points at `prefix.len()` readable bytes.
+#[inline(always)]
+unsafe fn has_prefix(at: *const u8, prefix: &[u8]) -> bool {
+    for (i, expected) in prefix.iter().enumerate() {
+        // SAFETY: the caller's promise.
+        if unsafe { *at.add(i) } != *expected {
+            return false;
+        }
+    }
+    true
+}
+
+/// Walks the environment block `[env_start, env_end)` of the current process entry by entry
+/// (libcni puts the `CNI_*` variables anywhere in it: it deduplicates the environment through
+/// a Go map), copying the `CNI_*` entries to the start of `buf`, NUL-separated. Each entry is
+/// read with one string read of at most [`CNI_ENV_KEEP_BYTES`] (a longer one in several) just
+/// after the entries kept so far, so a kept entry is already in place and any other is
+/// overwritten by the next read. At most [`CNI_ENV_ENTRIES_MAX`] reads.
+///
+/// # Safety
+/// `buf` points at [`ARGV_MAX_BYTES`] writable bytes.
+#[inline(always)]
+unsafe fn cni_environment(buf: *mut u8, env_start: u64, env_end: u64) -> EnvWalk {
+    use core::ptr::{read_volatile as load, write_volatile as store};
+    const CHUNK: u64 = CNI_ENV_KEEP_BYTES as u64;
+    let Some(state) = ENV_WALK.get_ptr_mut(0) else {
+        return EnvWalk {
+            used: 0,
+            command: false,
+            cut: true,
+        };
+    };
+    // The walk's place lives in the map (volatile accesses keep the compiler from moving it to
+    // registers): see `ENV_WALK`.
+    // SAFETY: `state` is this CPU's value of ENV_WALK; the program is not preempted by another
+    // one using it (tracepoint programs do not nest on a CPU).
+    unsafe {
+        store(&raw mut (*state).pos, env_start);
+        store(&raw mut (*state).used, 0);
+        store(&raw mut (*state).at_start, 1);
+        store(&raw mut (*state).command, 0);
+        store(&raw mut (*state).cut, 0);
+    }
+    for _ in 0..CNI_ENV_ENTRIES_MAX {
+        // SAFETY: as above, for every access to `state` below.
+        let pos = unsafe { load(&raw const (*state).pos) };
+        if pos >= env_end {
+            break;
+        }
+        let mut used = unsafe { load(&raw const (*state).used) };
+        // Never true; it tells the verifier that the read below stays in `buf`.
+        if used > CHUNK {
+            used = CHUNK;
+        }
+        // SAFETY: used + CHUNK <= ARGV_MAX_BYTES: the read below stays in `buf`.
+        let dst = unsafe { buf.add(used as usize) };
+        // SAFETY: reads user memory with the checking helper into `buf`.
+        let n = unsafe { bpf_probe_read_user_str(dst.cast(), CHUNK as u32, pos as *const _) };
+        if n <= 0 {
+            unsafe { store(&raw mut (*state).cut, 1) };
+            break;
+        }
+        // Bytes read, the NUL included; CHUNK when the entry may go on.
+        let n = n as u64;
+        let whole = n < CHUNK;
+        // SAFETY: `dst` has CHUNK >= 12 bytes.
+        if unsafe { load(&raw const (*state).at_start) } != 0 && unsafe { has_prefix(dst, b"CNI_") }
+        {
+            // SAFETY: as above.
+            if unsafe { has_prefix(dst, b"CNI_COMMAND=") } {
+                unsafe { store(&raw mut (*state).command, 1) };
+            }
+            if whole && used + n <= CHUNK {
+                unsafe { store(&raw mut (*state).used, used + n) };
+            } else {
+                unsafe { store(&raw mut (*state).cut, 1) };
+            }
+        }
+        if whole {
+            unsafe {
+                store(&raw mut (*state).pos, pos + n);
+                store(&raw mut (*state).at_start, 1);
+            }
+        } else {
+            // The last byte read is the NUL the helper put in place of the entry's next byte.
+            unsafe {
+                store(&raw mut (*state).pos, pos + CHUNK - 1);
+                store(&raw mut (*state).at_start, 0);
+            }
+        }
+    }
+    // SAFETY: as above.
+    unsafe {
+        let unread = load(&raw const (*state).pos) < env_end;
+        let used = load(&raw const (*state).used);
+        EnvWalk {
+            used: if used > CHUNK {
+                CHUNK as u32
+            } else {
+                used as u32
+            },
+            command: load(&raw const (*state).command) != 0,
+            cut: unread || load(&raw const (*state).cut) != 0,
+        }
+    }
 }
 
 /// Takes one token from the bucket of `cgroup`: false when it has none left.
@@ -308,17 +551,19 @@ fn try_fork(ctx: &TracePointContext) -> Result<(), i32> {
     let Some(process) = (unsafe { TRACKED.get(current_tgid()) }).copied() else {
         return Ok(());
     };
-    if process.kind == TrackedKind::Runtime as u32
-        || process.kind == TrackedKind::RuntimeChild as u32
-    {
-        // SAFETY: reads a field of the tracepoint record at its documented offset.
-        let child: i32 = unsafe { ctx.read_at(FORK_CHILD_PID) }?;
-        track(
-            child as u32,
-            TrackedKind::RuntimeChild,
-            process.runtime_mnt_ns,
-        );
-    }
+    let kind = process.kind;
+    let child_kind =
+        if kind == TrackedKind::Runtime as u32 || kind == TrackedKind::RuntimeChild as u32 {
+            TrackedKind::RuntimeChild
+        } else if kind == TrackedKind::CriDaemon as u32 || kind == TrackedKind::CniPlugin as u32 {
+            // Looked at when it execs: a CNI plugin, an OCI runtime, or forgotten.
+            TrackedKind::CriDaemonChild
+        } else {
+            return Ok(());
+        };
+    // SAFETY: reads a field of the tracepoint record at its documented offset.
+    let child: i32 = unsafe { ctx.read_at(FORK_CHILD_PID) }?;
+    track(child as u32, child_kind, process.runtime_mnt_ns);
     Ok(())
 }
 
@@ -336,8 +581,12 @@ fn try_exit() -> Result<(), i32> {
         return Ok(());
     };
     let _ = TRACKED.remove(tgid);
-    if kind == TrackedKind::RuntimeChild as u32 {
-        // A runtime fork that never exec'd (e.g. an intermediate `runc init` stage).
+    if kind == TrackedKind::RuntimeChild as u32
+        || kind == TrackedKind::CriDaemonChild as u32
+        || kind == TrackedKind::CriDaemon as u32
+    {
+        // A fork that never exec'd (e.g. an intermediate `runc init` stage), or the runtime
+        // daemon itself (the agent follows its successor when it finds it).
         return Ok(());
     }
     let off = offsets();

@@ -96,6 +96,11 @@ pub async fn run_until(
     tracing::info!(attached = ?probes.attached(), "eBPF programs attached");
     let probe_counts = Arc::new(ProbeCounts::default());
     let mut probes = probes;
+    if args.cni_error_messages {
+        probes
+            .capture_cni_output()
+            .context("cannot capture the CNI plugins' error messages (--cni-error-messages)")?;
+    }
     let ebpf_log = if args.ebpf_log_level == EbpfLogLevel::Off {
         None
     } else {

@@ -288,7 +288,8 @@ pub mod keys {
     /// Whether the span could be tied to a pod (false: see `nodetrace.attribution.error`).
     pub const ATTRIBUTED: &str = "nodetrace.attributed";
     pub const ATTRIBUTION_ERROR: &str = "nodetrace.attribution.error";
-    /// How the pod was found: `bundle`, `cgroup`, `cache`, `cri`.
+    /// How the pod was found: `bundle`, `cgroup`, `cache`, `cri`, `cni` (a CNI plugin's
+    /// `CNI_ARGS`).
     pub const ATTRIBUTION_SOURCE: &str = "nodetrace.attribution.source";
     /// The argument list was cut at the kernel side's bound.
     pub const ARGS_TRUNCATED: &str = "nodetrace.process.command_args.truncated";
@@ -297,6 +298,22 @@ pub mod keys {
     /// The process started before the agent did: its start time comes from `/proc`, and its
     /// command line was read there when the agent found it.
     pub const PROCESS_SEEN_MID_LIFE: &str = "nodetrace.process.seen_mid_life";
+    /// A CNI plugin run (from the `CNI_*` variables the runtime set for it): the plugin
+    /// (`bridge`, `host-local`), what it was asked (`CNI_COMMAND`: `ADD`, `DEL`, `CHECK`,
+    /// `STATUS`, `GC`), the interface (`CNI_IFNAME`), the network namespace (`CNI_NETNS`) and
+    /// the container (`CNI_CONTAINERID`, the pod sandbox's id).
+    pub const CNI_PLUGIN: &str = "cni.plugin";
+    pub const CNI_COMMAND: &str = "cni.command";
+    pub const CNI_IFNAME: &str = "cni.ifname";
+    pub const CNI_NETNS: &str = "cni.netns";
+    pub const CNI_CONTAINER_ID: &str = "cni.container_id";
+    /// The error a failed plugin printed: its `msg` (and `details`), and its `code`.
+    pub const CNI_ERROR_MESSAGE: &str = "cni.error.message";
+    pub const CNI_ERROR_CODE: &str = "cni.error.code";
+    /// The plugin wrote more than the agent keeps of its output.
+    pub const CNI_ERROR_MESSAGE_TRUNCATED: &str = "nodetrace.cni.error.message.truncated";
+    /// The `CNI_*` variables were cut at the kernel side's bound.
+    pub const CNI_ENV_TRUNCATED: &str = "nodetrace.cni.env.truncated";
 }
 
 #[cfg(test)]

@@ -382,3 +382,176 @@ async fn a_cgroup_over_its_budget_loses_only_its_own_processes() {
     );
     assert_eq!(quiet_seen, 5, "the quiet cgroup keeps its own budget");
 }
+
+/// The events of a run, until `done` accepts them or 5 s pass.
+async fn events_until(
+    rx: &mut mpsc::Receiver<KernelEvent>,
+    done: impl Fn(&[KernelEvent]) -> bool,
+) -> Vec<KernelEvent> {
+    let mut events = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !done(&events) {
+        let Ok(Some(event)) = tokio::time::timeout_at(deadline, rx.recv()).await else {
+            break;
+        };
+        events.push(event);
+    }
+    events
+}
+
+/// The CRI runtime daemon's forks: one whose environment holds the CNI variables is a CNI
+/// plugin (reported with those variables only, wherever they sit in the environment and
+/// however long the entries before them), and so is the plugin it delegates to; one that runs
+/// an allowlisted runtime binary is the runtime (CRI-O runs runc itself); any other is not
+/// reported. An environment with more entries than the kernel side looks at is counted.
+#[tokio::test]
+async fn a_cri_daemons_forks_with_cni_variables_are_cni_plugins() {
+    let Some(mut traced) = Traced::start(Default::default()).await else {
+        return;
+    };
+    let (probes, rx) = (&mut traced.probes, &mut traced.events);
+    // What plugins write to their standard output (`--cni-error-messages`).
+    probes.capture_cni_output().expect("attach sys_enter_write");
+    assert_eq!(probes.attached().len(), 4);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bin = dir.path().join("cni-bin");
+    copy_as("/bin/sh", &bin, "bridge");
+    copy_as("/bin/sh", &bin, "host-local");
+    let runc = copy_as("/bin/sh", &dir.path().join("sbin"), "runc");
+    probes
+        .set_runtime_binaries(&BTreeSet::from([key_of(&runc)]))
+        .expect("allowlist");
+    let bin = bin.to_str().expect("utf-8 path");
+    // The plugin runs its IPAM plugin, which writes to its standard output, then fails. An entry longer than the kernel side's
+    // piece (2 KiB) sits before the CNI variables (`Command` sorts the environment by name).
+    let plugin = format!(
+        "AAA_LONG=$(printf '%05000d' 0) CNI_COMMAND=ADD CNI_CONTAINERID=sandbox-1 \
+         CNI_NETNS=/var/run/netns/cni-1 CNI_IFNAME=eth0 CNI_PATH={bin} \
+         CNI_ARGS='IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-0;K8S_POD_UID=u-1' \
+         {bin}/bridge -c '{bin}/host-local -c \"echo ipam-said\"; exit 3'"
+    );
+    // 300 entries before CNI_COMMAND: more than the kernel side examines.
+    let crowded: String = (0..300).map(|i| format!("A{i:03}=x ")).collect();
+    let script = format!(
+        "sleep 0.3; /bin/true not-a-plugin; {plugin}; {runc} -c 'exit 0'; \
+         {crowded} CNI_COMMAND=DEL {bin}/bridge -c 'exit 0'; exit 0",
+        runc = runc.display()
+    );
+    let mut daemon = std::process::Command::new("/bin/sh")
+        .args(["-c", &script])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .spawn()
+        .expect("start the daemon");
+    let daemon_pid = daemon.id();
+    assert!(
+        probes
+            .follow_cri_daemon(daemon_pid)
+            .expect("follow the daemon")
+    );
+    assert!(
+        !probes
+            .follow_cri_daemon(daemon_pid)
+            .expect("follow the daemon"),
+        "followed already"
+    );
+    let events = events_until(rx, |events| {
+        events.iter().any(|e| {
+            matches!(e, KernelEvent::Exec(x) if x.role == ExecRole::Runtime && x.ppid == daemon_pid)
+        })
+    })
+    .await;
+    assert!(daemon.wait().expect("wait for the daemon").success());
+    let quiet_until = tokio::time::Instant::now() + Duration::from_millis(500);
+    let mut events = events;
+    while let Ok(Some(event)) = tokio::time::timeout_at(quiet_until, rx.recv()).await {
+        events.push(event);
+    }
+    let plugins: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            KernelEvent::Exec(x) if x.role == ExecRole::CniPlugin => Some(x.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(plugins.len(), 2, "bridge and host-local: {plugins:#?}");
+    let (caller, delegate) = (&plugins[0], &plugins[1]);
+    assert_eq!(caller.filename, format!("{bin}/bridge"));
+    assert_eq!(caller.ppid, daemon_pid);
+    let mut variables = caller.argv.clone();
+    variables.sort();
+    assert_eq!(
+        variables,
+        [
+            "CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-0;K8S_POD_UID=u-1",
+            "CNI_COMMAND=ADD",
+            "CNI_CONTAINERID=sandbox-1",
+            "CNI_IFNAME=eth0",
+            "CNI_NETNS=/var/run/netns/cni-1",
+            &format!("CNI_PATH={bin}"),
+        ],
+        "the CNI variables, and nothing else of the environment"
+    );
+    assert!(!caller.argv_truncated);
+    assert_eq!(delegate.filename, format!("{bin}/host-local"));
+    assert_eq!(delegate.ppid, caller.tgid, "run by the plugin");
+    assert!(delegate.argv.iter().any(|v| v == "CNI_COMMAND=ADD"));
+    // What a plugin writes to its standard output, where a plugin prints its error.
+    let outputs: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            KernelEvent::CniOutput(x) => Some(x.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(outputs.len(), 1, "{outputs:#?}");
+    assert_eq!(outputs[0].tgid, delegate.tgid);
+    assert_eq!(outputs[0].data, b"ipam-said\n");
+    assert!(!outputs[0].cut);
+    let exit_of = |tgid: u32| {
+        events.iter().find_map(|e| match e {
+            KernelEvent::Exit(x) if x.tgid == tgid => Some(x.clone()),
+            _ => None,
+        })
+    };
+    let caller_exit = exit_of(caller.tgid).expect("the plugin's exit");
+    assert_eq!(
+        (caller_exit.exit_status, caller_exit.tracked),
+        (Some(3), TrackedKind::CniPlugin)
+    );
+    let delegate_exit = exit_of(delegate.tgid).expect("the delegate's exit");
+    assert_eq!(delegate_exit.exit_status, Some(0));
+    assert!(
+        delegate_exit.ktime_ns < caller_exit.ktime_ns,
+        "the delegate ends inside its caller"
+    );
+    // The runtime the daemon ran itself is one; nothing else of the daemon's is reported.
+    let runtime = events
+        .iter()
+        .find_map(|e| match e {
+            KernelEvent::Exec(x) if x.role == ExecRole::Runtime && x.ppid == daemon_pid => {
+                Some(x.clone())
+            }
+            _ => None,
+        })
+        .expect("the runtime the daemon ran");
+    assert_eq!(
+        runtime.argv,
+        [runc.to_str().expect("utf-8 path"), "-c", "exit 0"]
+    );
+    let others: Vec<_> = events
+        .iter()
+        .filter(|e| {
+            matches!(e, KernelEvent::Exec(x) if x.ppid == daemon_pid
+                && x.role != ExecRole::Runtime && x.role != ExecRole::CniPlugin)
+        })
+        .collect();
+    assert!(others.is_empty(), "reported: {others:#?}");
+    assert_eq!(
+        probes.drops().expect("drop counters").cni_env_cut,
+        1,
+        "the plugin behind 300 entries is counted as not examined"
+    );
+    assert_eq!(probes.drops().expect("drop counters").ringbuf_full, 0);
+    traced.stop().await;
+}

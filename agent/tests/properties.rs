@@ -23,7 +23,8 @@ use nodetrace::oci::{
     Runtime, Signal, bundle_dir, container_info, parse_proc_cgroup,
 };
 use nodetrace_common::{
-    ARGV_MAX_ARGS, ARGV_MAX_BYTES, CRI_FLAG_ERROR, CRI_STR_MAX, CRI_STR_SLOTS, CriEvent, CriMethod,
+    ARGV_MAX_ARGS, ARGV_MAX_BYTES, CNI_OUTPUT_MAX_BYTES, CRI_FLAG_ERROR, CRI_STR_MAX,
+    CRI_STR_SLOTS, CniOutputEvent, CriEvent, CriMethod, EXEC_FLAG_ARGV_IS_CNI_ENV,
     EXEC_FLAG_ARGV_TRUNCATED, EventHeader, EventKind, ExecEvent, ExecRole, ExitEvent,
     FILENAME_MAX_BYTES, TrackedKind,
 };
@@ -843,8 +844,8 @@ fn byte_block(max: usize) -> impl Strategy<Value = Vec<u8>> {
 fn raw_exec_event() -> impl Strategy<Value = Shown<ExecEvent>> {
     (
         (any::<u32>(), any::<u64>(), any::<u32>(), any::<u64>()),
-        prop_oneof![Just(1u32), Just(2), any::<u32>()],
-        any::<u32>(),
+        prop_oneof![Just(1u32), Just(2), Just(3), any::<u32>()],
+        prop_oneof![any::<u32>(), Just(EXEC_FLAG_ARGV_IS_CNI_ENV)],
         length_near(ARGV_MAX_BYTES),
         length_near(FILENAME_MAX_BYTES),
         byte_block(FILENAME_MAX_BYTES),
@@ -937,7 +938,11 @@ fn exec_args() -> impl Strategy<Value = Vec<String>> {
 fn exec_record() -> impl Strategy<Value = ExecRecord> {
     (
         (any::<u32>(), any::<u32>(), any::<u64>(), any::<u64>()),
-        select(vec![ExecRole::Runtime, ExecRole::ContainerProcess]),
+        select(vec![
+            ExecRole::Runtime,
+            ExecRole::ContainerProcess,
+            ExecRole::CniPlugin,
+        ]),
         "[^\0]{0,64}",
         prop_oneof![Just(Vec::new()), exec_args()],
         any::<bool>(),
@@ -971,6 +976,10 @@ fn encode_exec(record: &ExecRecord) -> ExecEvent {
         cgroup_id: record.cgroup_id,
         flags: if record.argv_truncated {
             EXEC_FLAG_ARGV_TRUNCATED
+        } else {
+            0
+        } | if record.role == ExecRole::CniPlugin {
+            EXEC_FLAG_ARGV_IS_CNI_ENV
         } else {
             0
         },
@@ -1060,6 +1069,10 @@ fn check_decoded(bytes: &[u8]) -> Result<(), TestCaseError> {
             prop_assert!(kubelet.strings.iter().all(|s| s.len() <= 3 * CRI_STR_MAX));
             size_of::<CriEvent>()
         }
+        KernelEvent::CniOutput(output) => {
+            prop_assert!(output.data.len() <= CNI_OUTPUT_MAX_BYTES);
+            size_of::<CniOutputEvent>()
+        }
     };
     prop_assert!(bytes.len() >= size);
     prop_assert!(
@@ -1074,7 +1087,7 @@ proptest! {
 
     #[test]
     fn records_of_arbitrary_bytes_of_any_length_never_panic(
-        kind in prop_oneof![1u32..=6, any::<u32>()],
+        kind in prop_oneof![1u32..=7, any::<u32>()],
         len in record_length(),
         fill in any::<u8>(),
         seed in prop::collection::vec(any::<u8>(), 0..64),
@@ -1100,7 +1113,9 @@ proptest! {
     fn exec_records_with_any_field_values_decode_or_are_refused_by_rule(event in raw_exec_event()) {
         let Shown(event) = event;
         let bytes = bytes_of(&event);
-        let valid = matches!(event.role, 1 | 2)
+        // The CNI environment flag goes with the CNI plugin role, and only with it.
+        let valid = matches!(event.role, 1..=3)
+            && (event.role == 3) == (event.flags & EXEC_FLAG_ARGV_IS_CNI_ENV != 0)
             && event.argv_len as usize <= ARGV_MAX_BYTES
             && event.filename_len as usize <= FILENAME_MAX_BYTES;
         prop_assert_eq!(parse_record(&bytes).is_ok(), valid);
@@ -1139,7 +1154,14 @@ proptest! {
         tgid in any::<u32>(),
         ktime_ns in any::<u64>(),
         ending in ending(),
-        tracked in select(vec![TrackedKind::Runtime, TrackedKind::RuntimeChild, TrackedKind::ContainerProcess]),
+        tracked in select(vec![
+            TrackedKind::Runtime,
+            TrackedKind::RuntimeChild,
+            TrackedKind::ContainerProcess,
+            TrackedKind::CriDaemon,
+            TrackedKind::CriDaemonChild,
+            TrackedKind::CniPlugin,
+        ]),
     ) {
         let (exit_code, exit_status, signal) = match ending {
             Ending::Exited(status) => (u32::from(status) << 8, Some(i32::from(status)), None),

@@ -5,7 +5,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use nodetrace::ebpf::{KernelEvent, parse_record};
-use nodetrace_common::{ARGV_MAX_ARGS, CriEvent, EventKind, ExecEvent, ExitEvent};
+use nodetrace_common::{
+    ARGV_MAX_ARGS, CNI_OUTPUT_MAX_BYTES, CniOutputEvent, CriEvent, EventKind, ExecEvent, ExitEvent,
+};
 
 fn check(bytes: &[u8]) {
     let Ok(event) = parse_record(bytes) else {
@@ -22,6 +24,10 @@ fn check(bytes: &[u8]) {
             size_of::<ExitEvent>()
         }
         KernelEvent::CriStart(_) | KernelEvent::CriEnd(_) => size_of::<CriEvent>(),
+        KernelEvent::CniOutput(output) => {
+            assert!(output.data.len() <= CNI_OUTPUT_MAX_BYTES);
+            size_of::<CniOutputEvent>()
+        }
     };
     assert!(
         bytes.len() >= size,
@@ -34,11 +40,12 @@ fuzz_target!(|data: &[u8]| {
     let Some((&selector, rest)) = data.split_first() else {
         return;
     };
-    let (kind, size) = match selector % 4 {
+    let (kind, size) = match selector % 5 {
         0 => (EventKind::Exec, size_of::<ExecEvent>()),
         1 => (EventKind::Exit, size_of::<ExitEvent>()),
         2 => (EventKind::CriStart, size_of::<CriEvent>()),
-        _ => (EventKind::CriEnd, size_of::<CriEvent>()),
+        3 => (EventKind::CriEnd, size_of::<CriEvent>()),
+        _ => (EventKind::CniOutput, size_of::<CniOutputEvent>()),
     };
     // The high bits: trailing bytes after the record (the ring buffer pads to 8), or a cut one.
     let len = match selector >> 2 {

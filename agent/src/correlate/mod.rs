@@ -4,8 +4,9 @@
 //! Attribution order for a runtime run: the container cache (filled at `create`), the bundle's
 //! config.json (`--bundle`, or the directory of containerd's `--log`), else the span is kept
 //! but marked as not attributed. A container process is tied to its container by the pid file
-//! its runtime wrote, else by its cgroup path.
+//! its runtime wrote, else by its cgroup path. CNI plugin runs are the `cni` module's.
 
+mod cni;
 mod cri;
 mod hold;
 mod kubelet;
@@ -33,7 +34,7 @@ use crate::{
     redact::Redactor,
     runtime_state::{RuntimeNews, SandboxQuery},
 };
-use nodetrace_common::ExecRole;
+use nodetrace_common::{ExecRole, TrackedKind};
 
 /// What the correlator is fed, in order: the kernel's events and the runtime's answers.
 #[derive(Debug)]
@@ -99,6 +100,8 @@ pub struct CorrelatorStats {
     pub evicted: AtomicU64,
     /// Spans held until the runtime described their pod's new sandbox.
     pub held: AtomicU64,
+    /// CNI plugin runs about no pod sandbox (STATUS, GC): counted, not traced.
+    pub cni_untraced: AtomicU64,
 }
 
 /// The container (and pod) a run belongs to, or why none was found.
@@ -187,6 +190,8 @@ pub struct Correlator<N: NodeView> {
     process_owners: HashMap<u32, (String, ProcessRole)>,
     cri: cri::CriCalls,
     kubelet: kubelet::KubeletCalls,
+    /// CNI plugin runs between exec and exit.
+    cni: cni::CniRuns,
     /// Container id → the CRI span its `runc start` hung under.
     start_parents: HashMap<String, (crate::model::SpanId, crate::model::TraceId)>,
     pods: pods::PodEnricher,
@@ -207,6 +212,7 @@ impl<N: NodeView> Correlator<N> {
             containers: ContainerCache::new(config.max_containers),
             cri: cri::CriCalls::new(&config.cri_service),
             kubelet: kubelet::KubeletCalls::default(),
+            cni: cni::CniRuns::new(&config.cri_service),
             start_parents: HashMap::new(),
             pods: pods::PodEnricher::new(crate::k8s::PodDirectory::disabled()),
             hold: hold::PodHold::default(),
@@ -233,6 +239,7 @@ impl<N: NodeView> Correlator<N> {
     /// Names the runtime whose CRI calls are traced (the service of CRI spans).
     pub fn set_cri_service(&mut self, service: &str) {
         self.cri.set_service(service);
+        self.cni.set_service(service);
     }
 
     /// Feeds one input; the spans it completes are then in [`Correlator::released`] too.
@@ -259,7 +266,14 @@ impl<N: NodeView> Correlator<N> {
                 self.on_exec(exec);
                 return None;
             }
+            KernelEvent::Exit(exit) if exit.tracked == TrackedKind::CniPlugin => {
+                self.on_cni_exit(&exit)
+            }
             KernelEvent::Exit(exit) => self.on_exit(&exit),
+            KernelEvent::CniOutput(output) => {
+                self.on_cni_output(&output);
+                return None;
+            }
             KernelEvent::CriStart(start) => {
                 self.cri.on_start(&start, &self.clock, &mut self.containers);
                 if start.method == nodetrace_common::CriMethod::RunPodSandbox {
@@ -372,6 +386,10 @@ impl<N: NodeView> Correlator<N> {
                     invocation,
                     attribution,
                 }))
+            }
+            ExecRole::CniPlugin => {
+                self.on_cni_exec(exec);
+                return;
             }
             ExecRole::ContainerProcess => {
                 let cgroups = self.node.process_cgroups(tgid);

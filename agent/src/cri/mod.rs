@@ -11,10 +11,12 @@
 //!   instead of uretprobes.
 //! - [`offsets`]: [`cri_types`] reads the CRI types' field offsets ([`CriOffsets`]) from the
 //!   binary's own getters (instruction shapes in `getter`; decoding in `disasm`).
+//! - [`daemon`]: the runtime process in the kernel's tracked map, for the CNI plugins it runs.
 //! - [`plan`]: all of the above as the uprobes to attach; [`watch`] keeps them attached to the
 //!   running runtime.
 
 pub mod buildinfo;
+pub mod daemon;
 pub mod disasm;
 pub mod discover;
 pub(crate) mod getter;

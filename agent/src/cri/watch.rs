@@ -187,6 +187,12 @@ impl CriWatcher {
             }
         };
         self.last_absence = None;
+        if let Target::Process {
+            pid, start_time, ..
+        } = &found
+        {
+            super::daemon::follow(&self.probes, &ProcFs::default(), *pid, *start_time);
+        }
         if let Some((current, _)) = &mut self.current
             && current.identity() == found.identity()
         {

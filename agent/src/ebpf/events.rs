@@ -1,8 +1,9 @@
 //! Owned, validated forms of the ring-buffer records defined in `nodetrace-common`.
 
 use nodetrace_common::{
-    ARGV_MAX_ARGS, CRI_FLAG_ERROR, CRI_STR_SLOTS, CriEvent, CriMethod, EXEC_FLAG_ARGV_TRUNCATED,
-    EventHeader, EventKind, ExecEvent, ExecRole, ExitEvent, KubeletFn, TrackedKind,
+    ARGV_MAX_ARGS, CRI_FLAG_ERROR, CRI_STR_SLOTS, CniOutputEvent, CriEvent, CriMethod,
+    EXEC_FLAG_ARGV_IS_CNI_ENV, EXEC_FLAG_ARGV_TRUNCATED, EventHeader, EventKind, ExecEvent,
+    ExecRole, ExitEvent, KubeletFn, TrackedKind,
 };
 
 use super::EbpfError;
@@ -17,7 +18,9 @@ pub struct ExecRecord {
     pub ktime_ns: u64,
     /// The path given to execve.
     pub filename: String,
-    /// At most `ARGV_MAX_ARGS` arguments.
+    /// At most `ARGV_MAX_ARGS` arguments. For [`ExecRole::CniPlugin`], the `CNI_*` entries of
+    /// the process's environment instead (`CNI_COMMAND=ADD`, ...; a plugin's argv is only its
+    /// path): text the runtime chose, decoded lossily, to be parsed as untrusted.
     pub argv: Vec<String>,
     /// Arguments were cut, by the kernel's byte bound or the argument-count bound.
     pub argv_truncated: bool,
@@ -66,6 +69,18 @@ pub struct KubeletRecord {
     pub strings: [String; 4],
 }
 
+/// A CNI plugin wrote to its standard output (its result or its error, as JSON).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CniOutputRecord {
+    pub tgid: u32,
+    pub ktime_ns: u64,
+    /// What was written, at most `nodetrace_common::CNI_OUTPUT_MAX_BYTES`: bytes the plugin
+    /// chose, not text yet.
+    pub data: Vec<u8>,
+    /// The write was longer than `data`.
+    pub cut: bool,
+}
+
 /// One decoded ring-buffer record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KernelEvent {
@@ -75,6 +90,7 @@ pub enum KernelEvent {
     CriEnd(CriRecord),
     KubeletStart(KubeletRecord),
     KubeletEnd(KubeletRecord),
+    CniOutput(CniOutputRecord),
 }
 
 impl KernelEvent {
@@ -86,6 +102,7 @@ impl KernelEvent {
             Self::Exit(_) => 0,
             Self::CriStart(cri) | Self::CriEnd(cri) => cri.strings.iter().map(String::len).sum(),
             Self::KubeletStart(k) | Self::KubeletEnd(k) => k.strings.iter().map(String::len).sum(),
+            Self::CniOutput(output) => output.data.len(),
         };
         size_of::<Self>() + strings
     }
@@ -143,6 +160,9 @@ pub fn parse_record(bytes: &[u8]) -> Result<KernelEvent, EbpfError> {
         k if k == EventKind::KubeletEnd as u32 => {
             parse_kubelet(&read::<CriEvent>(bytes)?).map(KernelEvent::KubeletEnd)
         }
+        k if k == EventKind::CniOutput as u32 => {
+            parse_cni_output(&read::<CniOutputEvent>(bytes)?).map(KernelEvent::CniOutput)
+        }
         other => Err(bad(format!("unknown event kind {other}"))),
     }
 }
@@ -151,8 +171,17 @@ fn parse_exec(e: &ExecEvent) -> Result<ExecRecord, EbpfError> {
     let role = match e.role {
         r if r == ExecRole::Runtime as u32 => ExecRole::Runtime,
         r if r == ExecRole::ContainerProcess as u32 => ExecRole::ContainerProcess,
+        r if r == ExecRole::CniPlugin as u32 => ExecRole::CniPlugin,
         other => return Err(bad(format!("unknown exec role {other}"))),
     };
+    // The role and the flag say the same: a record where they disagree comes from a mismatched
+    // kernel side, and its argument buffer cannot be read either way.
+    if (role == ExecRole::CniPlugin) != (e.flags & EXEC_FLAG_ARGV_IS_CNI_ENV != 0) {
+        return Err(bad(format!(
+            "exec role {} with flags {:#x}: the CNI environment flag goes with the CNI role only",
+            e.role, e.flags
+        )));
+    }
     let argv_bytes = e
         .argv
         .get(..e.argv_len as usize)
@@ -198,6 +227,9 @@ fn parse_exit(e: &ExitEvent) -> Result<ExitRecord, EbpfError> {
         t if t == TrackedKind::Runtime as u32 => TrackedKind::Runtime,
         t if t == TrackedKind::RuntimeChild as u32 => TrackedKind::RuntimeChild,
         t if t == TrackedKind::ContainerProcess as u32 => TrackedKind::ContainerProcess,
+        t if t == TrackedKind::CriDaemon as u32 => TrackedKind::CriDaemon,
+        t if t == TrackedKind::CriDaemonChild as u32 => TrackedKind::CriDaemonChild,
+        t if t == TrackedKind::CniPlugin as u32 => TrackedKind::CniPlugin,
         other => return Err(bad(format!("unknown tracked kind {other}"))),
     };
     let signal = (e.exit_code & 0x7f) as i32;
@@ -219,6 +251,19 @@ fn strings_of<const N: usize>(e: &CriEvent) -> Result<[String; N], EbpfError> {
         *out = String::from_utf8_lossy(bytes).into_owned();
     }
     Ok(strings)
+}
+
+fn parse_cni_output(e: &CniOutputEvent) -> Result<CniOutputRecord, EbpfError> {
+    let data = e
+        .data
+        .get(..e.len as usize)
+        .ok_or_else(|| bad(format!("CNI output length {} out of bounds", e.len)))?;
+    Ok(CniOutputRecord {
+        tgid: e.header.tgid,
+        ktime_ns: e.header.ktime_ns,
+        data: data.to_vec(),
+        cut: e.count > u64::from(e.len),
+    })
 }
 
 fn parse_kubelet(e: &CriEvent) -> Result<KubeletRecord, EbpfError> {
@@ -313,6 +358,70 @@ mod tests {
         };
         assert!(e.argv_truncated);
         assert_eq!(e.argv, ["runc", "cre"]);
+    }
+
+    #[test]
+    fn a_cni_plugin_record_carries_its_variables_and_says_so() {
+        let variables = b"CNI_COMMAND=ADD\0CNI_IFNAME=eth0\0";
+        let mut bytes = exec_bytes(variables, b"/opt/cni/bin/bridge", EXEC_FLAG_ARGV_IS_CNI_ENV);
+        let role_at = std::mem::offset_of!(ExecEvent, role);
+        bytes[role_at..role_at + 4].copy_from_slice(&(ExecRole::CniPlugin as u32).to_ne_bytes());
+        let KernelEvent::Exec(e) = parse_record(&bytes).expect("valid") else {
+            panic!("not an exec");
+        };
+        assert_eq!(e.role, ExecRole::CniPlugin);
+        assert_eq!(e.argv, ["CNI_COMMAND=ADD", "CNI_IFNAME=eth0"]);
+        // The role without the flag, or the flag without the role, is a mismatched kernel side.
+        let unflagged = exec_bytes(variables, b"x", 0);
+        let mut unflagged_plugin = unflagged.clone();
+        unflagged_plugin[role_at..role_at + 4]
+            .copy_from_slice(&(ExecRole::CniPlugin as u32).to_ne_bytes());
+        assert!(parse_record(&unflagged_plugin).is_err());
+        let flagged_runtime = exec_bytes(variables, b"x", EXEC_FLAG_ARGV_IS_CNI_ENV);
+        assert!(parse_record(&flagged_runtime).is_err());
+        assert!(parse_record(&unflagged).is_ok());
+    }
+
+    #[test]
+    fn decodes_a_cni_plugins_output_and_whether_it_was_cut() {
+        let mut event = CniOutputEvent {
+            header: EventHeader {
+                kind: EventKind::CniOutput as u32,
+                tgid: 8,
+                ktime_ns: 3,
+            },
+            count: 5000,
+            len: 4,
+            _pad: 0,
+            data: [0; nodetrace_common::CNI_OUTPUT_MAX_BYTES],
+        };
+        event.data[..4].copy_from_slice(b"{}\n\0");
+        let bytes = |e: &CniOutputEvent| {
+            // SAFETY: viewing a plain-data struct as bytes.
+            unsafe {
+                std::slice::from_raw_parts(
+                    (&raw const *e).cast::<u8>(),
+                    size_of::<CniOutputEvent>(),
+                )
+            }
+            .to_vec()
+        };
+        let KernelEvent::CniOutput(output) = parse_record(&bytes(&event)).expect("valid") else {
+            panic!("not CNI output");
+        };
+        assert_eq!((output.tgid, output.ktime_ns), (8, 3));
+        assert_eq!(output.data, b"{}\n\0");
+        assert!(output.cut, "5000 bytes written, 4 copied");
+        event.count = 4;
+        let KernelEvent::CniOutput(output) = parse_record(&bytes(&event)).expect("valid") else {
+            panic!("not CNI output");
+        };
+        assert!(!output.cut);
+        event.len = nodetrace_common::CNI_OUTPUT_MAX_BYTES as u32 + 1;
+        assert!(
+            parse_record(&bytes(&event)).is_err(),
+            "a length beyond the buffer"
+        );
     }
 
     #[test]

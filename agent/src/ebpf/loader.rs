@@ -6,8 +6,9 @@ use aya::{
     programs::{TracePoint, UProbe},
 };
 use nodetrace_common::{
-    BinaryKey, COUNT_RUNTIME_LOOKALIKE, DROP_CGROUP_BUDGET, DROP_CRI_INFLIGHT_FULL,
-    DROP_RINGBUF_FULL, DROP_TRACKED_MAP_FULL, EventBudget, TrackedKind, TrackedProcess,
+    BinaryKey, COUNT_CNI_ENV_CUT, COUNT_RUNTIME_LOOKALIKE, DROP_CGROUP_BUDGET,
+    DROP_CRI_INFLIGHT_FULL, DROP_RINGBUF_FULL, DROP_TRACKED_MAP_FULL, EventBudget, TrackedKind,
+    TrackedProcess,
 };
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -24,6 +25,13 @@ pub const TRACEPOINTS: [(&str, &str, &str); 3] = [
     ("sched_process_exit", "sched", "sched_process_exit"),
 ];
 
+/// (program name, category, tracepoint name) of the program that copies what CNI plugins
+/// write to their standard output (their error messages), attached on request only: every
+/// write on the node runs it, and an attached syscall tracepoint slows every syscall's entry
+/// and exit a little (see `--cni-error-messages`).
+pub const CNI_OUTPUT_TRACEPOINT: (&str, &str, &str) =
+    ("sys_enter_write", "syscalls", "sys_enter_write");
+
 /// Counters of what the kernel side could not report.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct KernelDrops {
@@ -37,6 +45,9 @@ pub struct KernelDrops {
     pub runtime_lookalikes: u64,
     /// Container processes not reported because their cgroup had used its event budget.
     pub cgroup_budget: u64,
+    /// Forks of the CRI runtime daemon whose environment was too long to examine whole, or
+    /// whose `CNI_*` entries did not all fit in the event.
+    pub cni_env_cut: u64,
 }
 
 /// The uprobe programs for CRI handlers and kubelet functions: loaded at start, attached once
@@ -125,6 +136,25 @@ impl KernelProbes {
         Ok((Self { ebpf, attached }, events))
     }
 
+    /// Attaches the program that copies what CNI plugins write to their standard output, so
+    /// that a failed plugin's span says why (syscall tracepoints need
+    /// `CONFIG_FTRACE_SYSCALLS`).
+    pub fn capture_cni_output(&mut self) -> Result<(), EbpfError> {
+        let (name, category, tracepoint) = CNI_OUTPUT_TRACEPOINT;
+        let program: &mut TracePoint = program(&mut self.ebpf, name)?;
+        let program_error = |source| EbpfError::Program {
+            name: name.to_owned(),
+            source,
+        };
+        program.load().map_err(program_error)?;
+        program
+            .attach(category, tracepoint)
+            .map_err(program_error)?;
+        self.attached
+            .push(format!("tracepoint/{category}/{tracepoint}"));
+        Ok(())
+    }
+
     /// The reader of the programs' diagnostics (`--ebpf-log-level` above off).
     pub fn take_log_reader(
         &mut self,
@@ -166,6 +196,7 @@ impl KernelProbes {
             cri_inflight_full: sum(DROP_CRI_INFLIGHT_FULL)?,
             runtime_lookalikes: sum(COUNT_RUNTIME_LOOKALIKE)?,
             cgroup_budget: sum(DROP_CGROUP_BUDGET)?,
+            cni_env_cut: sum(COUNT_CNI_ENV_CUT)?,
         })
     }
 
@@ -232,6 +263,45 @@ impl KernelProbes {
         }
         for key in present.difference(binaries) {
             allowlist.remove(key).map_err(map_error)?;
+        }
+        Ok(())
+    }
+
+    /// Follows process `pid` as the CRI runtime daemon: the exec program then looks at the
+    /// environment of each of its forks when it execs, and follows those that run a CNI plugin.
+    /// Answers false when the process was followed as the daemon already. The entry goes away
+    /// when the process exits.
+    pub fn follow_cri_daemon(&mut self, pid: u32) -> Result<bool, EbpfError> {
+        let mut tracked = self.tracked_map()?;
+        let map_error = |source| EbpfError::Map {
+            name: "TRACKED".to_owned(),
+            source,
+        };
+        if tracked
+            .get(&pid, 0)
+            .is_ok_and(|process| process.kind == TrackedKind::CriDaemon as u32)
+        {
+            return Ok(false);
+        }
+        let daemon = TrackedProcess {
+            kind: TrackedKind::CriDaemon as u32,
+            runtime_mnt_ns: 0,
+        };
+        tracked.insert(pid, daemon, 0).map_err(map_error)?;
+        Ok(true)
+    }
+
+    /// Stops following process `pid` as the CRI runtime daemon (when it is followed as such).
+    pub fn unfollow_cri_daemon(&mut self, pid: u32) -> Result<(), EbpfError> {
+        let mut tracked = self.tracked_map()?;
+        if tracked
+            .get(&pid, 0)
+            .is_ok_and(|process| process.kind == TrackedKind::CriDaemon as u32)
+        {
+            tracked.remove(&pid).map_err(|source| EbpfError::Map {
+                name: "TRACKED".to_owned(),
+                source,
+            })?;
         }
         Ok(())
     }

@@ -11,8 +11,10 @@ mod tracefs;
 mod uprobes;
 
 pub use clock::WallClock;
-pub use events::{CriRecord, ExecRecord, ExitRecord, KernelEvent, KubeletRecord, parse_record};
-pub use loader::{KernelDrops, KernelProbes, TRACEPOINTS};
+pub use events::{
+    CniOutputRecord, CriRecord, ExecRecord, ExitRecord, KernelEvent, KubeletRecord, parse_record,
+};
+pub use loader::{CNI_OUTPUT_TRACEPOINT, KernelDrops, KernelProbes, TRACEPOINTS};
 pub use log::{EbpfLogCounts, EbpfLogLevel, EbpfLogReader};
 pub use offsets::{VMLINUX_BTF, kernel_offsets};
 pub use reader::{ReaderStats, run_reader};

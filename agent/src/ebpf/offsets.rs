@@ -26,6 +26,8 @@ pub fn kernel_offsets(btf_path: &Path) -> Result<KernelOffsets, EbpfError> {
         task_exit_code: field("task_struct", "exit_code")?,
         mm_arg_start: field("mm_struct", "arg_start")?,
         mm_arg_end: field("mm_struct", "arg_end")?,
+        mm_env_start: field("mm_struct", "env_start")?,
+        mm_env_end: field("mm_struct", "env_end")?,
         mm_exe_file: field("mm_struct", "exe_file")?,
         file_inode: field("file", "f_inode")?,
         inode_ino: field("inode", "i_ino")?,

@@ -139,6 +139,7 @@ impl Collector for StageCollector {
                 ("tracked_map_full", kernel_drops.tracked_map_full),
                 ("cri_inflight_full", kernel_drops.cri_inflight_full),
                 ("cgroup_budget", kernel_drops.cgroup_budget),
+                ("cni_env_cut", kernel_drops.cni_env_cut),
                 ("reader_queue_full", load(&s.reader.queue_full)),
                 ("malformed", load(&s.reader.malformed)),
                 ("pending_evicted", load(&s.correlator.evicted)),
@@ -158,6 +159,12 @@ impl Collector for StageCollector {
             "spans",
             "Spans built by the correlator",
             load(&s.correlator.spans),
+        )?;
+        counter(
+            &mut encoder,
+            "cni_runs_untraced",
+            "CNI plugin runs about no pod sandbox (STATUS, GC): counted, not traced",
+            load(&s.correlator.cni_untraced),
         )?;
         counter(
             &mut encoder,
