@@ -8,8 +8,8 @@
 //! 2. A Deployment's pod with an init container and an emptyDir volume (the watcher names the
 //!    Deployment through the ReplicaSet; its label `app` is on its spans), and a pod on the host
 //!    network whose trace-context annotation gives its trace id: likewise matched.
-//! 3. The API server goes down: `/readyz` says `kube` degraded, a pod lifecycle through the CRI
-//!    is still traced; it comes back, and so does `kube`.
+//! 3. The API server goes down: `/readyz` says `kube` degraded, and a static pod the kubelet
+//!    runs without it is still traced (SyncPod to runc); it comes back, and so does `kube`.
 //! 4. Teardown leaves no process, address, bridge or changed kernel setting behind.
 //!
 //! Needs root and the built components (`NODETRACE_RUNTIMES_DIR`); skips with a reason
@@ -18,7 +18,8 @@
 mod common;
 
 use common::{
-    Agent, Ready, by_name, count, describe, end as end_of, skipped_unless_root, spans_until, tag,
+    Agent, Ready, by_name, count, describe, end as end_of, only, skipped_unless_root, spans_until,
+    tag,
 };
 use nodetrace::{
     api::{
@@ -192,6 +193,23 @@ spec:
         describe(&spans)
     );
     assert_kubelet_parents(&spans);
+    // The pod network's CNI plugins ran for the sandbox, under the call that made it.
+    let run = only(&spans, "RunPodSandbox");
+    let bridge = only(&spans, "CNI ADD bridge");
+    assert_eq!(
+        bridge.parent_span_id(),
+        Some(run.span_id),
+        "the bridge plugin ran under RunPodSandbox:\n{}",
+        describe(&spans)
+    );
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.operation_name == "CNI ADD host-local"
+                && s.parent_span_id() == Some(bridge.span_id)),
+        "the IPAM plugin bridge delegated to hangs under it:\n{}",
+        describe(&spans)
+    );
 
     // Ground truth: every CRI call the kubelet made for the pod, as its own client span, has
     // the matching span of the agent (same method and pod, inside the client's window).
@@ -496,23 +514,46 @@ spec:
         "[{:>6.2?}] API server down: /readyz kube degraded",
         started.elapsed()
     );
-    let during = cluster.testbed().pod("outage", "during");
-    let report_during = during
-        .run(cluster.testbed().cri())
-        .await
-        .expect("a pod lifecycle through the CRI while the API server is down");
-    spans_until(
+    // The kubelet goes on without the API server: a static pod (its manifest in the kubelet's
+    // static pod directory) is run by the kubelet alone, and traced, SyncPod to runc.
+    let manifest = cluster.static_pod_dir().join("during.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "apiVersion: v1
+kind: Pod
+metadata:
+  name: during
+  namespace: default
+spec:
+  containers:
+  - name: main
+    image: {BUSYBOX_IMAGE}
+    imagePullPolicy: Never
+    command: [\"sleep\", \"3600\"]
+"
+        ),
+    )
+    .expect("write the static pod's manifest");
+    let during = spans_until(
         &client,
-        &by_name("outage", "during"),
-        Duration::from_secs(20),
-        |spans| count(spans, "RemovePodSandbox") == 1 && count(spans, "StartContainer") == 1,
+        &by_name("default", "during-nodetrace-node"),
+        Duration::from_secs(60),
+        |spans| {
+            count(spans, "StartContainer") == 1
+                && count(spans, "Kubelet.SyncPod") >= 1
+                && count(spans, "runc start") >= 2
+        },
     )
     .await;
+    let during: Vec<&Span> = during.iter().flat_map(|t| &t.spans).collect();
+    assert_kubelet_parents(&during);
     eprintln!(
-        "[{:>6.2?}] traced during the outage: pod {}",
+        "[{:>6.2?}] traced during the outage: the kubelet's static pod, {} spans",
         started.elapsed(),
-        report_during.pod.uid
+        during.len()
     );
+    std::fs::remove_file(&manifest).expect("remove the static pod's manifest");
     cluster
         .start_api_server()
         .await

@@ -65,6 +65,8 @@ pub struct KubeletInputs<'a> {
     pub healthz_port: u16,
     /// OTLP gRPC endpoint for the kubelet's own spans (ground truth), when wanted.
     pub tracing_endpoint: Option<&'a str>,
+    /// Where the kubelet reads static pod manifests (pods it runs without the API server).
+    pub static_pod_dir: &'a Path,
 }
 
 /// The KubeletConfiguration: cgroup v1 allowed (this machine is hybrid), cgroupfs (PID 1 is
@@ -107,11 +109,14 @@ evictionHard:
   imagefs.available: \"1%\"
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
+staticPodPath: {static_pods}
+fileCheckFrequency: 1s
 {tracing}",
         socket = inputs.runtime_socket.display(),
         node_ip = inputs.node_ip,
         port = inputs.port,
         healthz = inputs.healthz_port,
+        static_pods = inputs.static_pod_dir.display(),
     )
 }
 
@@ -166,6 +171,7 @@ mod tests {
             port: 10250,
             healthz_port: 10248,
             tracing_endpoint: None,
+            static_pod_dir: Path::new("/w/manifests"),
         });
         for needle in [
             "failCgroupV1: false",

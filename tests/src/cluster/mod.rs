@@ -400,6 +400,12 @@ impl Cluster {
             .map(|t| t.containerd().socket().to_path_buf())
             .unwrap_or_default();
         let kubelet_config = work.join("kubelet-config.yaml");
+        let manifests = work.join("manifests");
+        std::fs::create_dir_all(&manifests).map_err(|source| ClusterError::Io {
+            action: "create",
+            path: manifests.clone(),
+            source,
+        })?;
         write(
             kubelet_config.clone(),
             config::kubelet_config(&KubeletInputs {
@@ -408,6 +414,7 @@ impl Cluster {
                 port: 10250,
                 healthz_port: free_port()?,
                 tracing_endpoint: kubelet_tracing,
+                static_pod_dir: &work.join("manifests"),
             }),
         )?;
         let kubelet = Component::spawn(
@@ -574,6 +581,12 @@ impl Cluster {
     /// The admin's kubeconfig.
     pub fn admin_kubeconfig(&self) -> &Path {
         &self.admin_kubeconfig
+    }
+
+    /// Where a static pod's manifest goes: the kubelet runs it without the API server (its name
+    /// gets the node's name appended: `<name>-nodetrace-node`).
+    pub fn static_pod_dir(&self) -> PathBuf {
+        self.work.join("manifests")
     }
 
     /// The kubelet's device-plugin registration socket, which tells the agent which process
