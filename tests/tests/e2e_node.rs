@@ -48,6 +48,7 @@ async fn pods_made_through_the_api_are_traced_as_the_kubelet_saw_them() {
     };
     let binaries = ClusterBinaries::from_built(&built, "v1.37", "v3.7")
         .expect("Kubernetes 1.37 and etcd 3.7 (cargo xtask setup)");
+    let kubelet_binary = binaries.kubelet.clone();
     let containerd = built.containerd("v2.4").expect("containerd 2.4");
     let (_, runc) = built.runc("v1.5").expect("runc 1.5");
     let work = tempfile::tempdir().expect("tempdir");
@@ -488,6 +489,55 @@ spec:
         "[{:>6.2?}] across the restart: {} spans in the pod's one trace",
         started.elapsed(),
         spans.len()
+    );
+
+    // The kubelet is upgraded (a new binary file: another inode): the agent plans and attaches
+    // to it within its poll interval, and a new pod's calls hang under its SyncPod again.
+    let upgraded = work.path().join("kubelet-upgraded");
+    std::fs::copy(&kubelet_binary, &upgraded).expect("copy the kubelet");
+    cluster
+        .replace_kubelet(&upgraded)
+        .await
+        .unwrap_or_else(|e| panic!("restart the kubelet from a new binary: {e}"));
+    agent
+        .wait_readyz(
+            Duration::from_secs(60),
+            |answer| match common::component_detail(answer, "kubelet") {
+                Some(detail) if detail.contains("kubelet-upgraded") => Ok(()),
+                other => Err(format!(
+                    "the kubelet probes are not on the new binary: {other:?}"
+                )),
+            },
+        )
+        .await;
+    cluster
+        .apply(&format!(
+            "apiVersion: v1
+kind: Pod
+metadata:
+  name: after-upgrade
+  namespace: default
+spec:
+  containers:
+  - name: main
+    image: {BUSYBOX_IMAGE}
+    imagePullPolicy: Never
+    command: [\"sleep\", \"3600\"]
+"
+        ))
+        .expect("create a pod after the kubelet's upgrade");
+    let after = spans_until(
+        &client,
+        &by_name("default", "after-upgrade"),
+        Duration::from_secs(60),
+        |spans| count(spans, "StartContainer") == 1 && count(spans, "Kubelet.SyncPod") >= 1,
+    )
+    .await;
+    let after: Vec<&Span> = after.iter().flat_map(|t| &t.spans).collect();
+    assert_kubelet_parents(&after);
+    eprintln!(
+        "[{:>6.2?}] kubelet upgraded: its probes moved to the new binary",
+        started.elapsed()
     );
 
     // An API server outage: the agent says so (`kube` degraded) and goes on tracing; the API

@@ -569,6 +569,45 @@ impl Cluster {
         .await
     }
 
+    /// Restarts the kubelet from `binary` (an upgrade, or a restart when it is the same file)
+    /// with the same flags, waits until the node is Ready again, and gives the kernel settings
+    /// the kubelet changes at start their values back.
+    pub async fn replace_kubelet(&mut self, binary: &Path) -> Result<(), ClusterError> {
+        let Some(at) = self.components.iter().position(|c| c.name == "kubelet") else {
+            return Ok(());
+        };
+        let kubelet = self.components.remove(at);
+        let (args, log) = (kubelet.args.clone(), kubelet.log.clone());
+        kubelet.stop(Duration::from_secs(10));
+        let logs = log.parent().map(Path::to_path_buf).unwrap_or_default();
+        self.components
+            .push(Component::spawn("kubelet", binary, &args, &logs)?);
+        let started = Instant::now();
+        let result = self
+            .wait_ready("kubelet", |cluster| {
+                // The node stays Ready a while after the old kubelet stopped: give the new one
+                // time to take over before asking.
+                if started.elapsed() < Duration::from_secs(2) {
+                    return Err("starting".to_owned());
+                }
+                let ready = cluster.kubectl(&[
+                    "get",
+                    "node",
+                    NODE_NAME,
+                    "-o",
+                    r#"jsonpath={.status.conditions[?(@.type=="Ready")].status}"#,
+                ])?;
+                if ready.trim() == "True" {
+                    Ok(())
+                } else {
+                    Err(format!("node Ready={ready:?}"))
+                }
+            })
+            .await;
+        self.sysctls.restore();
+        result
+    }
+
     /// The pids of the component processes (etcd, API server, controller manager, scheduler,
     /// kubelet), for checking that teardown stops them.
     pub fn component_pids(&self) -> Vec<(&'static str, u32)> {
