@@ -33,6 +33,45 @@ pub enum Command {
     Trace(TraceArgs),
     /// List the pods the agents have seen, newest activity first.
     Pods(PodsArgs),
+    /// Serve the agents' API at one URL: every agent asked, the answers merged.
+    Gateway(GatewayArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    /// Address of the gateway's HTTP API. Any address other than a loopback one needs
+    /// --token-file or --insecure-no-auth.
+    #[arg(long, env = "NODETRACE_LISTEN", default_value = "127.0.0.1:9751")]
+    pub listen: SocketAddr,
+    /// File holding the bearer token every request (except /healthz) must carry.
+    #[arg(long, env = "NODETRACE_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Serve a non-loopback address without authentication (only behind a trusted network).
+    #[arg(long)]
+    pub insecure_no_auth: bool,
+    /// Base URL of an agent; repeat for several.
+    #[arg(long = "agent", env = "NODETRACE_AGENTS", value_delimiter = ',')]
+    pub agents: Vec<String>,
+    /// `host:port` of the agents' headless Service: every address it resolves to, at each
+    /// query, is an agent.
+    #[arg(long, env = "NODETRACE_AGENTS_SERVICE")]
+    pub agents_service: Option<String>,
+    /// Scheme of the agents found through --agents-service.
+    #[arg(long, default_value = "http", value_parser = ["http", "https"])]
+    pub agent_scheme: String,
+    /// File holding the bearer token the agents require.
+    #[arg(long, env = "NODETRACE_AGENT_TOKEN_FILE")]
+    pub agent_token_file: Option<PathBuf>,
+    /// CA certificates (PEM) an `https://` agent's certificate must chain to.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Longest wait for one agent's answer; an agent that takes longer is named in the answer
+    /// as not having replied.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub agent_timeout: Duration,
+    /// Most agents asked at once.
+    #[arg(long, default_value_t = 16)]
+    pub max_agents_in_flight: usize,
 }
 
 /// Which agents to ask.

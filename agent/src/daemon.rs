@@ -485,7 +485,7 @@ async fn report_kube_health(directory: PodDirectory, readiness: Readiness) {
     }
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let mut term = match tokio::signal::unix::signal(SignalKind::terminate()) {
         Ok(term) => term,
         Err(err) => {

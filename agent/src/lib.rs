@@ -14,6 +14,7 @@ pub mod cri;
 pub mod daemon;
 pub mod ebpf;
 pub mod export;
+pub mod gateway;
 pub mod hostfs;
 pub mod k8s;
 pub mod kubelet;

@@ -18,5 +18,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Agent(args) => nodetrace::daemon::run(args).await,
         Command::Trace(args) => nodetrace::query::run(args).await,
         Command::Pods(args) => nodetrace::query::pods(args).await,
+        Command::Gateway(args) => nodetrace::gateway::run(args).await,
     }
 }
