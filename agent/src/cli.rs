@@ -35,6 +35,33 @@ pub enum Command {
     Pods(PodsArgs),
     /// Serve the agents' API at one URL: every agent asked, the answers merged.
     Gateway(GatewayArgs),
+    /// Explain a pod's start: its critical path on the node, each step's share, the time
+    /// between steps, and what failed.
+    Explain(ExplainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The pod, as NAMESPACE/NAME.
+    #[arg(long, conflicts_with = "pod_uid", required_unless_present = "pod_uid")]
+    pub pod: Option<String>,
+    /// The pod, by UID.
+    #[arg(long)]
+    pub pod_uid: Option<String>,
+    #[command(flatten)]
+    pub servers: ServerArgs,
+    /// How far back to look, e.g. 1h, 30m, 7d.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub since: Duration,
+    /// Output format: text (sentences) or json (the explanation's schema).
+    #[arg(long, value_enum, default_value_t = ExplainFormat::Text)]
+    pub output: ExplainFormat,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ExplainFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Args)]

@@ -13,6 +13,7 @@ pub mod correlate;
 pub mod cri;
 pub mod daemon;
 pub mod ebpf;
+pub mod explain;
 pub mod export;
 pub mod gateway;
 pub mod hostfs;

@@ -19,5 +19,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Trace(args) => nodetrace::query::run(args).await,
         Command::Pods(args) => nodetrace::query::pods(args).await,
         Command::Gateway(args) => nodetrace::gateway::run(args).await,
+        Command::Explain(args) => nodetrace::query::explain(args).await,
     }
 }

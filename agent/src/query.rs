@@ -166,6 +166,41 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `nodetrace explain`: the pod's trace from every agent given, merged, and its start explained.
+pub async fn explain(args: crate::cli::ExplainArgs) -> anyhow::Result<()> {
+    let (pod, label) = match (&args.pod, &args.pod_uid) {
+        (Some(name), _) => (PodSelector::parse_name(name)?, name.clone()),
+        (None, Some(uid)) => (PodSelector::parse_uid(uid)?, uid.clone()),
+        (None, None) => anyhow::bail!("name the pod with --pod NAMESPACE/NAME or --pod-uid UID"),
+    };
+    let now = now_us()?;
+    let query = TraceQuery {
+        pod,
+        start_us: Some(now.saturating_sub(args.since.as_micros() as u64)),
+        end_us: Some(now),
+        limit: Some(QUERY_LIMIT),
+    };
+    let answers = ask_all(clients(&args.servers)?, move |client| {
+        let query = query.clone();
+        async move { Ok(client.traces(&query).await?) }
+    })
+    .await?;
+    let traces = merge_traces(answers.into_iter().map(|(_, t)| t).collect());
+    let Some(explanation) = crate::explain::explain(&label, &traces) else {
+        anyhow::bail!(
+            "{label} has no RunPodSandbox in the last {}: nothing to explain",
+            humantime(args.since.as_secs())
+        );
+    };
+    match args.output {
+        crate::cli::ExplainFormat::Text => print!("{}", crate::explain::render(&explanation)),
+        crate::cli::ExplainFormat::Json => {
+            println!("{}", serde_json::to_string_pretty(&explanation)?);
+        }
+    }
+    Ok(())
+}
+
 pub async fn pods(args: PodsArgs) -> anyhow::Result<()> {
     let now = now_us()?;
     let start = now.saturating_sub(args.since.as_micros() as u64);

@@ -355,6 +355,72 @@ spec:
     let agreement = wait_for_agreement(&rotel, &client, ("host", &host.1), 3).await;
     report(&agreement, started, "on the host network");
 
+    // `nodetrace explain`: the plain pod's start from its SyncPod to its first process, and a
+    // pod whose command does not exist: its failed StartContainer named first.
+    let hello = client
+        .traces(&by_name("default", "hello"))
+        .await
+        .expect("the plain pod's trace");
+    let explained = nodetrace::explain::explain("default/hello", &hello).expect("an explanation");
+    eprintln!("{}", nodetrace::explain::render(&explained));
+    assert!(explained.started, "{explained:?}");
+    assert_eq!(explained.from, "Kubelet.SyncPod");
+    assert_eq!(explained.to, "first process of container main");
+    for step in ["RunPodSandbox", "CreateContainer", "StartContainer"] {
+        assert!(
+            explained.steps.iter().any(|s| s.name == step),
+            "{step} on the path: {explained:?}"
+        );
+    }
+    assert!(explained.steps.iter().map(|s| s.share).sum::<f64>() <= 1.0 + 1e-9);
+    cluster
+        .apply(&format!(
+            "apiVersion: v1
+kind: Pod
+metadata:
+  name: broken
+  namespace: default
+spec:
+  containers:
+  - name: main
+    image: {BUSYBOX_IMAGE}
+    imagePullPolicy: Never
+    command: [\"/no-such-program\"]
+"
+        ))
+        .expect("create the broken pod");
+    let broken = spans_until(
+        &client,
+        &by_name("default", "broken"),
+        Duration::from_secs(60),
+        |spans| {
+            spans
+                .iter()
+                .any(|s| s.operation_name == "StartContainer" && tag(s, "error").is_some())
+        },
+    )
+    .await;
+    let explained = nodetrace::explain::explain("default/broken", &broken).expect("an explanation");
+    eprintln!("{}", nodetrace::explain::render(&explained));
+    assert!(!explained.started, "{explained:?}");
+    assert_eq!(explained.findings[0].kind, "error", "{explained:?}");
+    assert!(
+        explained.findings[0]
+            .text
+            .starts_with("StartContainer (main) failed"),
+        "the failed start is named first: {:?}",
+        explained.findings
+    );
+    cluster
+        .kubectl(&[
+            "delete",
+            "pod",
+            "broken",
+            "--grace-period=0",
+            "--wait=false",
+        ])
+        .unwrap_or_else(|e| panic!("delete the broken pod: {e}"));
+
     // Without API access, the annotation and the labels come from the pods' sandboxes, as
     // kubelet copied them there.
     let bare_host = spans_until(
