@@ -65,8 +65,8 @@ fn blob(files: &std::collections::BTreeMap<String, Vec<u8>>, digest: &str) -> se
     serde_json::from_slice(&files[&path]).expect("blob JSON")
 }
 
-/// What the archive says about itself: manifest digest, config digest (the image id).
-fn digests(path: &Path) -> (String, String) {
+/// The archive's files by path.
+fn archive_files(path: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     use std::io::Read as _;
     let bytes = std::fs::read(path).expect("read archive");
     let mut files = std::collections::BTreeMap::new();
@@ -77,6 +77,12 @@ fn digests(path: &Path) -> (String, String) {
         entry.read_to_end(&mut contents).expect("contents");
         files.insert(name, contents);
     }
+    files
+}
+
+/// What the archive says about itself: manifest digest, config digest (the image id).
+fn digests(path: &Path) -> (String, String) {
+    let files = archive_files(path);
     let index: serde_json::Value =
         serde_json::from_slice(&files["index.json"]).expect("index.json");
     let manifest_digest = index["manifests"][0]["digest"]
@@ -252,5 +258,124 @@ fn skopeo_reads_the_archive_by_its_tag() {
     assert_eq!(
         inspect["Labels"]["org.opencontainers.image.title"],
         "nodetrace"
+    );
+}
+
+/// One entry of a layer: path, type, mode, uid, gid, mtime, link target.
+type LayerEntry = (String, tar::EntryType, u32, u64, u64, u64, Option<String>);
+
+/// The entries of a gzip layer, in archive order.
+fn layer_entries(gz: &[u8]) -> Vec<LayerEntry> {
+    let mut tar = tar::Archive::new(gunzip(gz));
+    tar.entries()
+        .expect("layer entries")
+        .map(|e| {
+            let e = e.expect("entry");
+            let h = e.header();
+            (
+                e.path().expect("path").display().to_string(),
+                h.entry_type(),
+                h.mode().expect("mode"),
+                h.uid().expect("uid"),
+                h.gid().expect("gid"),
+                h.mtime().expect("mtime"),
+                e.link_name()
+                    .expect("link")
+                    .map(|l| l.display().to_string()),
+            )
+        })
+        .collect()
+}
+
+/// gunzip with the system's `gzip` (the testbed has no gzip crate; Debian always has it).
+fn gunzip(gz: &[u8]) -> std::io::Cursor<Vec<u8>> {
+    use std::io::Write as _;
+    let mut child = Command::new("gzip")
+        .arg("-dc")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("gzip");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = gz.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let output = child.wait_with_output().expect("gzip output");
+    writer.join().expect("writer").expect("write to gzip");
+    assert!(output.status.success(), "gzip -dc");
+    std::io::Cursor::new(output.stdout)
+}
+
+/// The layers hold distroless/cc's layout (the loader, glibc, libgcc_s, the CA bundle, the
+/// user database, the packages' status files) and the agent, with what makes them
+/// reproducible: entries sorted by path, owner 0:0, one mtime. Needs no root.
+#[test]
+fn archive_has_the_base_layout_and_reproducible_entries() {
+    const TEST: &str = "archive_has_the_base_layout_and_reproducible_entries";
+    let Some(archive) = archive(TEST) else { return };
+    let files = archive_files(&archive);
+    let (manifest_digest, _) = digests(&archive);
+    let manifest = blob(&files, &manifest_digest);
+    let layers: Vec<Vec<LayerEntry>> = manifest["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| {
+            let digest = l["digest"].as_str().expect("digest");
+            layer_entries(&files[&format!("blobs/sha256/{}", &digest[7..])])
+        })
+        .collect();
+    assert_eq!(layers.len(), 2, "the Debian base and the agent");
+    for layer in &layers {
+        // Directories end in `/` in the tar; the order is that of the paths without it.
+        let paths: Vec<&str> = layer.iter().map(|e| e.0.trim_end_matches('/')).collect();
+        let mut sorted = paths.clone();
+        sorted.sort_unstable();
+        assert_eq!(paths, sorted, "entries sorted by path");
+        let mtime = layer[0].5;
+        for (path, _, _, uid, gid, entry_mtime, _) in layer {
+            assert_eq!((*uid, *gid), (0, 0), "{path} owned by root");
+            assert_eq!(*entry_mtime, mtime, "{path} has the layer's one mtime");
+        }
+    }
+    let base = &layers[0];
+    let find = |path: &str| {
+        base.iter()
+            .find(|e| e.0 == path)
+            .unwrap_or_else(|| panic!("the base has {path}"))
+    };
+    let loader = find("lib64/ld-linux-x86-64.so.2");
+    assert_eq!(loader.1, tar::EntryType::Symlink);
+    assert_eq!(
+        loader.6.as_deref(),
+        Some("/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")
+    );
+    for path in [
+        "lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+        "lib/x86_64-linux-gnu/libc.so.6",
+        "lib/x86_64-linux-gnu/libm.so.6",
+        "lib/x86_64-linux-gnu/libgcc_s.so.1",
+        "etc/ssl/certs/ca-certificates.crt",
+        "etc/passwd",
+        "etc/group",
+        "etc/nsswitch.conf",
+        "etc/services",
+        "usr/lib/os-release",
+        "var/lib/dpkg/status.d/libc6",
+        "usr/share/doc/libc6/copyright",
+    ] {
+        assert_eq!(find(path).1, tar::EntryType::Regular, "{path} is a file");
+    }
+    assert_eq!(find("tmp/").2, 0o1777, "/tmp is sticky and world-writable");
+    assert!(
+        !base
+            .iter()
+            .any(|e| e.0.starts_with("usr/share/man/") || e.0.ends_with("changelog.Debian.gz")),
+        "no manuals or changelogs"
+    );
+    let agent = &layers[1];
+    assert_eq!(agent.len(), 1, "the agent layer is the binary alone");
+    assert_eq!(
+        (agent[0].0.as_str(), agent[0].1, agent[0].2),
+        ("nodetrace", tar::EntryType::Regular, 0o755)
     );
 }
