@@ -14,8 +14,23 @@ use sha2::{Digest as _, Sha256};
 use super::ImageError;
 use super::tree::{Node, Tree};
 
-/// Where the .debs are kept between builds.
-pub const DEFAULT_CACHE: &str = "/var/cache/nodetrace/image-debs";
+/// Where the .debs are kept between builds, for root (beside the runtimes setup builds).
+pub const ROOT_CACHE: &str = "/var/cache/nodetrace/image-debs";
+
+/// The cache to use: [`ROOT_CACHE`] for root; anyone else cannot write there, and gets
+/// `$XDG_CACHE_HOME/nodetrace/image-debs` (or `~/.cache/...`), so a non-root `cargo xtask
+/// test` still builds the archive.
+pub fn default_cache() -> PathBuf {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from(ROOT_CACHE);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("nodetrace/image-debs")
+}
 
 /// One pinned package. Pinning the version and the file's hash is what makes the base layer
 /// the same on every machine; when bookworm's mirror drops a version (a security update),

@@ -101,9 +101,10 @@ pub struct ImageArgs {
     /// nodetrace`.
     #[arg(long, conflicts_with = "engine")]
     binary: Option<PathBuf>,
-    /// Where the Debian packages are cached.
-    #[arg(long, default_value = debs::DEFAULT_CACHE, conflicts_with = "engine")]
-    deb_cache: PathBuf,
+    /// Where the Debian packages are cached [default: /var/cache/nodetrace/image-debs as
+    /// root, ~/.cache/nodetrace/image-debs otherwise].
+    #[arg(long, conflicts_with = "engine")]
+    deb_cache: Option<PathBuf>,
     /// Write the image's files into this (new) directory instead of an archive: what
     /// deploy/Containerfile copies into its `FROM scratch` stage, so that both give the same
     /// files.
@@ -124,12 +125,13 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
         return engine::run(&args.tag);
     }
     let workspace = workspace()?;
+    let deb_cache = args.deb_cache.unwrap_or_else(debs::default_cache);
     let binary = match args.binary {
         Some(binary) => binary,
         None => build_agent(&workspace)?,
     };
     if let Some(rootfs) = args.rootfs {
-        let (tree, _) = image_trees(&binary, &args.deb_cache)?;
+        let (tree, _) = image_trees(&binary, &deb_cache)?;
         let mut all = tree.0;
         all.merge(tree.1)?;
         all.write_to(&rootfs)?;
@@ -143,7 +145,7 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
         Some(output) => output,
         None => default_output(&workspace)?,
     };
-    let written = write_archive(&binary, &args.deb_cache, &args.tag, &output)?;
+    let written = write_archive(&binary, &deb_cache, &args.tag, &output)?;
     println!("{}", written.manifest_digest);
     Ok(())
 }
@@ -154,12 +156,7 @@ pub fn build_default() -> anyhow::Result<Written> {
     let workspace = workspace()?;
     let binary = build_agent(&workspace)?;
     let output = default_output(&workspace)?;
-    write_archive(
-        &binary,
-        Path::new(debs::DEFAULT_CACHE),
-        "nodetrace:0.1.0",
-        &output,
-    )
+    write_archive(&binary, &debs::default_cache(), "nodetrace:0.1.0", &output)
 }
 
 /// Writes the archive of `binary` on the pinned base, tagged `tag`, to `output`, and says
