@@ -38,7 +38,7 @@ enum Command {
     },
     /// Coverage-guided fuzzing of the parsers of untrusted input (cargo-fuzz, on stable).
     Fuzz(fuzz::FuzzArgs),
-    /// Build the agent's container image (deploy/Containerfile) with podman, docker or buildah.
+    /// Write the agent's container image as an OCI archive, without an engine (`--engine`: with podman, docker or buildah).
     Image(image::ImageArgs),
     /// Measure overhead, throughput, freshness and footprint against baselines (as root).
     #[command(disable_help_flag = true)]

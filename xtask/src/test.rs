@@ -35,17 +35,22 @@ pub fn run() -> anyhow::Result<()> {
     crate::bare_build::run(workspace)?;
     eprintln!("[xtask test] deploy/ manifests");
     crate::deploy_check::run()?;
+    // The image archive, written without an engine like `cargo xtask image` does: the
+    // release agent on the pinned Debian base. tests/tests/e2e_image.rs imports and runs it;
+    // naming it makes that test fail, not skip, if it were missing.
+    eprintln!("[xtask test] the image archive (cargo xtask image)");
+    let image = crate::image::build_default()?;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!(
             "[xtask test] not root: the eBPF, containerd and end-to-end tests will skip themselves"
         );
     }
-    run_tests()
+    run_tests(&image.path)
 }
 
 /// Runs the test suites, passing their output through, and closes with one summary line.
-fn run_tests() -> anyhow::Result<()> {
+fn run_tests(image_archive: &std::path::Path) -> anyhow::Result<()> {
     use std::io::{BufRead as _, BufReader};
     let args = ["test", "--", "--test-threads=1"];
     eprintln!("[xtask test] cargo {}", args.join(" "));
@@ -60,6 +65,8 @@ fn run_tests() -> anyhow::Result<()> {
         .env("NODETRACE_RUNTIMES_DIR", crate::runtimes::CACHE_DIR)
         // ... every one of which must be there.
         .env("NODETRACE_RUNTIMES", crate::runtimes::pinned().join(" "))
+        // The image tests/tests/e2e_image.rs runs in containerd.
+        .env("NODETRACE_IMAGE_ARCHIVE", image_archive)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .context("cannot run cargo test")?;

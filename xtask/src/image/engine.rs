@@ -1,16 +1,9 @@
-//! `cargo xtask image`: builds the agent's container image from deploy/Containerfile with the
-//! container engine found on this machine (podman, then docker, then buildah), or says that
-//! none can build here.
+//! `cargo xtask image --engine`: builds the agent's container image from deploy/Containerfile
+//! with the container engine found on this machine (podman, then docker, then buildah), or
+//! says that none can build here.
 
 use anyhow::{Context as _, bail};
 use std::{path::Path, process::Command};
-
-#[derive(clap::Args)]
-pub struct ImageArgs {
-    /// Name and tag of the image.
-    #[arg(long, default_value = "nodetrace:0.1.0")]
-    tag: String,
-}
 
 /// The engines tried, each with the arguments that make it build the Containerfile.
 const ENGINES: &[(&str, &[&str])] = &[
@@ -38,7 +31,7 @@ fn usable(engine: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-pub fn run(args: ImageArgs) -> anyhow::Result<()> {
+pub fn run(tag: &str) -> anyhow::Result<()> {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("xtask has no parent directory")?;
@@ -48,10 +41,10 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
              and buildah. Build deploy/Containerfile where one runs (docs/deploy.md)"
         );
     };
-    eprintln!("[xtask image] building {} with {engine}", args.tag);
+    eprintln!("[xtask image] building {} with {engine}", tag);
     let status = Command::new(engine)
         .args(*build)
-        .args(["-f", "deploy/Containerfile", "-t", &args.tag, "."])
+        .args(["-f", "deploy/Containerfile", "-t", tag, "."])
         .current_dir(workspace)
         .status()
         .with_context(|| format!("cannot run {engine}"))?;
