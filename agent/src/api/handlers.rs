@@ -7,7 +7,7 @@ use super::serve::RequestSlot;
 use crate::model::Span;
 use crate::store::{Store, StoreError};
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -47,6 +47,9 @@ pub enum ApiError {
         "no answer within the request timeout of {timeout:?}: the agent is busy or the query too large"
     )]
     Timeout { timeout: Duration },
+    /// Nothing to explain: the pod has no RunPodSandbox on this node in the window.
+    #[error("pod {uid} has no RunPodSandbox on this node in the window: nothing to explain")]
+    NothingToExplain { uid: String },
 }
 
 impl ApiError {
@@ -57,6 +60,7 @@ impl ApiError {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
             Self::Timeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NothingToExplain { .. } => StatusCode::NOT_FOUND,
         }
     }
 }
@@ -122,6 +126,41 @@ pub async fn traces(
         .format
         .encode(&traces)
         .map_err(|source| ApiError::Encode { source })?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// `GET /api/v1/pods/{uid}/explain`: the pod's start explained (schema of
+/// [`crate::explain::Explanation`]), from its spans on this node in the window.
+pub async fn explain(
+    State(state): State<ApiState>,
+    slot: Option<Extension<RequestSlot>>,
+    Path(uid): Path<String>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(mut pairs) = query.map_err(|source| ApiError::Query { source })?;
+    // The pod is the path's; a `pod` or `pod_uid` in the query as well is refused as such.
+    pairs.push(("pod_uid".to_owned(), uid.clone()));
+    let request =
+        parse_trace_query(&pairs, now_unix_ns()).map_err(|source| ApiError::Params { source })?;
+    let store = state.store.clone();
+    let lookup = request.clone();
+    let spans = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        fetch_spans(&store, &lookup)
+    })
+    .await
+    .map_err(|source| ApiError::Task { source })?
+    .map_err(|source| ApiError::Store { source })?;
+    let traces = answer(spans, &request);
+    let pod = traces
+        .iter()
+        .flat_map(|t| &t.spans)
+        .find_map(|s| s.pod.as_ref())
+        .map_or_else(|| uid.clone(), |p| format!("{}/{}", p.namespace, p.name));
+    let domain = super::format::kelemetry::response(&traces).data;
+    let explanation =
+        crate::explain::explain(&pod, &domain).ok_or(ApiError::NothingToExplain { uid })?;
+    let body = serde_json::to_vec(&explanation).map_err(|source| ApiError::Encode { source })?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 

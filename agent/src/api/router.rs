@@ -58,6 +58,7 @@ pub fn router(state: ApiState) -> Router {
     let guarded = Router::new()
         .route("/api/traces", get(handlers::traces))
         .route("/api/v1/pods", get(super::pods::pods))
+        .route("/api/v1/pods/{uid}/explain", get(handlers::explain))
         .route("/readyz", get(handlers::readyz))
         .with_state(state.clone());
     Router::new()

@@ -534,3 +534,36 @@ async fn pods_and_metrics_need_the_token_when_one_is_configured() {
     }
     assert_eq!(get(&app, "/healthz", None).await.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_pod_s_start_is_explained_as_golden_json() {
+    let setup = setup(None);
+    let uid = fixtures::POD_UID;
+    let uri = format!(
+        "/api/v1/pods/{uid}/explain?start={}&end={}",
+        us(fixtures::T0),
+        us(fixtures::T0 + 60_000 * MS)
+    );
+    let answer = get(&setup.app, &uri, None).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let value: serde_json::Value = serde_json::from_str(&answer.body).expect("JSON");
+    golden::assert_golden(
+        "explain_pod_trace.json",
+        &(serde_json::to_string_pretty(&value).expect("pretty") + "\n"),
+    );
+    assert_eq!(value["schema"], 1);
+    let missing = get(&setup.app, "/api/v1/pods/no-such-uid/explain", None).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND, "{}", missing.body);
+    assert!(
+        missing.body.contains("nothing to explain"),
+        "{}",
+        missing.body
+    );
+    let both = get(
+        &setup.app,
+        &format!("/api/v1/pods/{uid}/explain?pod_uid=x"),
+        None,
+    )
+    .await;
+    assert_eq!(both.status, StatusCode::BAD_REQUEST, "{}", both.body);
+}

@@ -29,6 +29,7 @@ pub fn router(state: GatewayState, token: Option<Arc<str>>) -> Router {
     let guarded = Router::new()
         .route("/api/traces", get(routes::traces))
         .route("/api/v1/pods", get(routes::pods))
+        .route("/api/v1/pods/{uid}/explain", get(routes::explain))
         .with_state(state);
     behind_token(guarded, token).route(api::router::LIVENESS_PATH, get(|| async { "ok\n" }))
 }

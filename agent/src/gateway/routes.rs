@@ -106,6 +106,72 @@ pub async fn traces(
     }
 }
 
+/// `GET /api/v1/pods/{uid}/explain`: the pod's start explained from the spans of every agent.
+pub async fn explain(
+    State(state): State<GatewayState>,
+    axum::extract::Path(uid): axum::extract::Path<String>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Response {
+    let Ok(Query(mut pairs)) = query else {
+        return error(StatusCode::BAD_REQUEST, "bad query string".to_owned());
+    };
+    pairs.push(("pod_uid".to_owned(), uid.clone()));
+    let request = match parse_trace_query(&pairs, crate::api::handlers::now_unix_ns()) {
+        Ok(request) => request,
+        Err(err) => return error(StatusCode::BAD_REQUEST, err.to_string()),
+    };
+    let query = TraceQuery {
+        pod: request.pod.clone(),
+        start_us: Some(request.start_unix_ns / 1000),
+        end_us: Some(request.end_unix_ns.div_ceil(1000)),
+        limit: Some(request.limit),
+    };
+    let fanned = state
+        .agents
+        .ask(move |client| {
+            let query = query.clone();
+            async move { client.traces(&query).await.map_err(|e| e.to_string()) }
+        })
+        .await;
+    if fanned.answers.is_empty() && !fanned.failures.is_empty() {
+        return error(
+            StatusCode::BAD_GATEWAY,
+            format!(
+                "no agent replied: {}",
+                unreachable_warnings(&fanned).join("; ")
+            ),
+        );
+    }
+    let warnings = unreachable_warnings(&fanned);
+    let traces = crate::query::merge_traces(fanned.answers.into_iter().map(|(_, t)| t).collect());
+    let pod = traces
+        .iter()
+        .flat_map(|t| &t.spans)
+        .find_map(|s| {
+            let tag = |key: &str| s.tag(key).map(|t| t.v_str.clone());
+            Some(format!(
+                "{}/{}",
+                tag("k8s.namespace.name")?,
+                tag("k8s.pod.name")?
+            ))
+        })
+        .unwrap_or_else(|| uid.clone());
+    match crate::explain::explain(&pod, &traces) {
+        Some(mut explanation) => {
+            explanation.findings.extend(
+                warnings
+                    .into_iter()
+                    .map(|text| crate::explain::Finding { kind: "info", text }),
+            );
+            Json(explanation).into_response()
+        }
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("pod {uid} has no RunPodSandbox on any node in the window: nothing to explain"),
+        ),
+    }
+}
+
 /// The trace's warnings, and the same on its root spans, where Kelemetry reads them.
 fn add_warnings(trace: &mut Trace, warnings: &[String]) {
     if warnings.is_empty() {

@@ -37,7 +37,11 @@ struct FakeAgent {
     pods: Vec<PodEntry>,
 }
 
-async fn agent_traces(State(agent): State<FakeAgent>, headers: HeaderMap) -> impl IntoResponse {
+async fn agent_traces(
+    State(agent): State<FakeAgent>,
+    headers: HeaderMap,
+    axum::extract::Query(query): axum::extract::Query<Vec<(String, String)>>,
+) -> impl IntoResponse {
     if let Some(token) = agent.token
         && headers.get("authorization").and_then(|v| v.to_str().ok())
             != Some(&format!("Bearer {token}"))
@@ -49,7 +53,15 @@ async fn agent_traces(State(agent): State<FakeAgent>, headers: HeaderMap) -> imp
     tokio::time::sleep(agent.delay).await;
     agent.in_flight.fetch_sub(1, Ordering::SeqCst);
     let all = fixtures::pod_trace();
-    let spans = agent.spans.iter().map(|i| all[*i].clone()).collect();
+    // Another pod than the fixture's has no spans here.
+    let other_pod = query
+        .iter()
+        .any(|(key, value)| key == "pod_uid" && value != fixtures::POD_UID);
+    let spans = if other_pod {
+        Vec::new()
+    } else {
+        agent.spans.iter().map(|i| all[*i].clone()).collect()
+    };
     let body = kelemetry::encode(&group_into_traces(spans)).expect("encodes");
     (StatusCode::OK, body)
 }
@@ -285,4 +297,25 @@ fn merged_pod_pages_are_newest_first_and_paged() {
     assert_eq!(uids, ["c", "a"]);
     assert_eq!(merged.pods[1], entry("a", 0, 6, 3));
     assert_eq!(merged.next_offset, None);
+}
+
+#[tokio::test]
+async fn a_pod_is_explained_from_every_agent_s_spans() {
+    let a = serve(agent(vec![0, 1, 2])).await;
+    let b = serve(agent(vec![3, 4, 5, 6, 7])).await;
+    let url = gateway(vec![a, b, dead_agent()], None, None).await;
+    let uid = fixtures::POD_UID;
+    let (status, body) = get_json(&format!("{url}/api/v1/pods/{uid}/explain"), None).await;
+    assert_eq!(status, 200, "{body}");
+    let explanation: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(explanation["schema"], 1);
+    assert_eq!(explanation["pod"], "default/web-0");
+    assert!(
+        explanation["findings"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|f| f["kind"] == "info")),
+        "the silent agent is named: {body}"
+    );
+    let (status, _) = get_json(&format!("{url}/api/v1/pods/unknown/explain"), None).await;
+    assert_eq!(status, 404);
 }
