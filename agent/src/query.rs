@@ -125,25 +125,45 @@ pub fn merge_traces(answers: Vec<Vec<Trace>>) -> Vec<Trace> {
     merged
 }
 
-pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
-    let pod = match (&args.pod, &args.pod_uid) {
-        (Some(name), _) => PodSelector::parse_name(name)?,
-        (None, Some(uid)) => PodSelector::parse_uid(uid)?,
+/// The pod named by `--pod` or `--pod-uid` (and its name as given), asked of every agent over
+/// the last `since`, the answers merged.
+async fn pod_traces(
+    pod: Option<&str>,
+    pod_uid: Option<&str>,
+    servers: &ServerArgs,
+    since: std::time::Duration,
+) -> anyhow::Result<(Vec<Trace>, String)> {
+    let (pod, label) = match (pod, pod_uid) {
+        (Some(name), _) => (PodSelector::parse_name(name)?, name.to_owned()),
+        (None, Some(uid)) => (PodSelector::parse_uid(uid)?, uid.to_owned()),
         (None, None) => anyhow::bail!("name the pod with --pod NAMESPACE/NAME or --pod-uid UID"),
     };
     let now = now_us()?;
     let query = TraceQuery {
         pod,
-        start_us: Some(now.saturating_sub(args.since.as_micros() as u64)),
+        start_us: Some(now.saturating_sub(since.as_micros() as u64)),
         end_us: Some(now),
         limit: Some(QUERY_LIMIT),
     };
-    let answers = ask_all(clients(&args.servers)?, move |client| {
+    let answers = ask_all(clients(servers)?, move |client| {
         let query = query.clone();
         async move { Ok(client.traces(&query).await?) }
     })
     .await?;
-    let traces = merge_traces(answers.into_iter().map(|(_, t)| t).collect());
+    Ok((
+        merge_traces(answers.into_iter().map(|(_, t)| t).collect()),
+        label,
+    ))
+}
+
+pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
+    let (traces, _) = pod_traces(
+        args.pod.as_deref(),
+        args.pod_uid.as_deref(),
+        &args.servers,
+        args.since,
+    )
+    .await?;
     match args.output {
         OutputFormat::Json => {
             let body = TracesResponse { data: traces };
@@ -168,24 +188,13 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
 
 /// `nodetrace explain`: the pod's trace from every agent given, merged, and its start explained.
 pub async fn explain(args: crate::cli::ExplainArgs) -> anyhow::Result<()> {
-    let (pod, label) = match (&args.pod, &args.pod_uid) {
-        (Some(name), _) => (PodSelector::parse_name(name)?, name.clone()),
-        (None, Some(uid)) => (PodSelector::parse_uid(uid)?, uid.clone()),
-        (None, None) => anyhow::bail!("name the pod with --pod NAMESPACE/NAME or --pod-uid UID"),
-    };
-    let now = now_us()?;
-    let query = TraceQuery {
-        pod,
-        start_us: Some(now.saturating_sub(args.since.as_micros() as u64)),
-        end_us: Some(now),
-        limit: Some(QUERY_LIMIT),
-    };
-    let answers = ask_all(clients(&args.servers)?, move |client| {
-        let query = query.clone();
-        async move { Ok(client.traces(&query).await?) }
-    })
+    let (traces, label) = pod_traces(
+        args.pod.as_deref(),
+        args.pod_uid.as_deref(),
+        &args.servers,
+        args.since,
+    )
     .await?;
-    let traces = merge_traces(answers.into_iter().map(|(_, t)| t).collect());
     let Some(explanation) = crate::explain::explain(&label, &traces) else {
         anyhow::bail!(
             "{label} has no RunPodSandbox in the last {}: nothing to explain",

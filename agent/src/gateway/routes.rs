@@ -62,31 +62,10 @@ pub async fn traces(
                 .to_owned(),
         );
     }
-    let query = TraceQuery {
-        pod: request.pod.clone(),
-        start_us: Some(request.start_unix_ns / 1000),
-        end_us: Some(request.end_unix_ns.div_ceil(1000)),
-        limit: Some(request.limit),
+    let (mut traces, warnings) = match merged_traces(&state, &request).await {
+        Ok(merged) => merged,
+        Err(response) => return response,
     };
-    let fanned = state
-        .agents
-        .ask(move |client| {
-            let query = query.clone();
-            async move { client.traces(&query).await.map_err(|e| e.to_string()) }
-        })
-        .await;
-    if fanned.answers.is_empty() && !fanned.failures.is_empty() {
-        return error(
-            StatusCode::BAD_GATEWAY,
-            format!(
-                "no agent replied: {}",
-                unreachable_warnings(&fanned).join("; ")
-            ),
-        );
-    }
-    let warnings = unreachable_warnings(&fanned);
-    let mut traces =
-        crate::query::merge_traces(fanned.answers.into_iter().map(|(_, t)| t).collect());
     for trace in &mut traces {
         add_warnings(trace, &warnings);
     }
@@ -120,30 +99,10 @@ pub async fn explain(
         Ok(request) => request,
         Err(err) => return error(StatusCode::BAD_REQUEST, err.to_string()),
     };
-    let query = TraceQuery {
-        pod: request.pod.clone(),
-        start_us: Some(request.start_unix_ns / 1000),
-        end_us: Some(request.end_unix_ns.div_ceil(1000)),
-        limit: Some(request.limit),
+    let (traces, warnings) = match merged_traces(&state, &request).await {
+        Ok(merged) => merged,
+        Err(response) => return response,
     };
-    let fanned = state
-        .agents
-        .ask(move |client| {
-            let query = query.clone();
-            async move { client.traces(&query).await.map_err(|e| e.to_string()) }
-        })
-        .await;
-    if fanned.answers.is_empty() && !fanned.failures.is_empty() {
-        return error(
-            StatusCode::BAD_GATEWAY,
-            format!(
-                "no agent replied: {}",
-                unreachable_warnings(&fanned).join("; ")
-            ),
-        );
-    }
-    let warnings = unreachable_warnings(&fanned);
-    let traces = crate::query::merge_traces(fanned.answers.into_iter().map(|(_, t)| t).collect());
     let pod = traces
         .iter()
         .flat_map(|t| &t.spans)
@@ -170,6 +129,36 @@ pub async fn explain(
             format!("pod {uid} has no RunPodSandbox on any node in the window: nothing to explain"),
         ),
     }
+}
+
+/// The pod's traces from every agent, merged, and a warning for each agent that did not reply;
+/// a 502 when none replied.
+async fn merged_traces(
+    state: &GatewayState,
+    request: &crate::api::params::TraceRequest,
+) -> Result<(Vec<Trace>, Vec<String>), Response> {
+    let query = TraceQuery {
+        pod: request.pod.clone(),
+        start_us: Some(request.start_unix_ns / 1000),
+        end_us: Some(request.end_unix_ns.div_ceil(1000)),
+        limit: Some(request.limit),
+    };
+    let fanned = state
+        .agents
+        .ask(move |client| {
+            let query = query.clone();
+            async move { client.traces(&query).await.map_err(|e| e.to_string()) }
+        })
+        .await;
+    let warnings = unreachable_warnings(&fanned);
+    if fanned.answers.is_empty() && !fanned.failures.is_empty() {
+        return Err(error(
+            StatusCode::BAD_GATEWAY,
+            format!("no agent replied: {}", warnings.join("; ")),
+        ));
+    }
+    let traces = crate::query::merge_traces(fanned.answers.into_iter().map(|(_, t)| t).collect());
+    Ok((traces, warnings))
 }
 
 /// The trace's warnings, and the same on its root spans, where Kelemetry reads them.
