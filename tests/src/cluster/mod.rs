@@ -431,21 +431,23 @@ impl Cluster {
             logs,
         )?;
         self.components.push(kubelet);
-        self.wait_ready("kubelet", |cluster| {
-            let ready = cluster.kubectl(&[
-                "get",
-                "node",
-                NODE_NAME,
-                "-o",
-                r#"jsonpath={.status.conditions[?(@.type=="Ready")].status}"#,
-            ])?;
-            if ready.trim() == "True" {
-                Ok(())
-            } else {
-                Err(format!("node Ready={ready:?}"))
-            }
-        })
-        .await
+        self.wait_ready("kubelet", Self::node_ready).await
+    }
+
+    /// Whether the node is Ready (its kubelet runs and reports).
+    fn node_ready(&self) -> Result<(), String> {
+        let ready = self.kubectl(&[
+            "get",
+            "node",
+            NODE_NAME,
+            "-o",
+            r#"jsonpath={.status.conditions[?(@.type=="Ready")].status}"#,
+        ])?;
+        if ready.trim() == "True" {
+            Ok(())
+        } else {
+            Err(format!("node Ready={ready:?}"))
+        }
     }
 
     /// Waits until `check` passes, failing early when the last component started exited.
@@ -590,18 +592,7 @@ impl Cluster {
                 if started.elapsed() < Duration::from_secs(2) {
                     return Err("starting".to_owned());
                 }
-                let ready = cluster.kubectl(&[
-                    "get",
-                    "node",
-                    NODE_NAME,
-                    "-o",
-                    r#"jsonpath={.status.conditions[?(@.type=="Ready")].status}"#,
-                ])?;
-                if ready.trim() == "True" {
-                    Ok(())
-                } else {
-                    Err(format!("node Ready={ready:?}"))
-                }
+                cluster.node_ready()
             })
             .await;
         self.sysctls.restore();
